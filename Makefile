@@ -1,0 +1,46 @@
+# hsynex developer and user commands. `make demo` and `make test` are the README's two commands.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST  := $(BIN)/python -m pytest
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install test test-fast test-slow demo bench lint clean validate validate-quick
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# The whole suite on the default backend (tensorflow), then the backend-sensitive tests
+# (marked `backend`) again on torch.
+test: install
+	KERAS_BACKEND=tensorflow $(PYTEST) tests
+	KERAS_BACKEND=torch $(PYTEST) -m backend tests
+
+test-fast: install
+	KERAS_BACKEND=torch $(PYTEST) -m "not slow" tests
+
+demo: install
+	KERAS_BACKEND=torch $(BIN)/python -m mri_hsynex.demo demo_out
+
+bench: install
+	KERAS_BACKEND=torch $(BIN)/python benchmarks/run_all.py
+
+validate: install
+	KERAS_BACKEND=torch $(BIN)/mri_hsynex validate --o docs
+
+validate-quick: install
+	KERAS_BACKEND=torch $(BIN)/mri_hsynex validate --quick --o validate_out
+
+lint: install
+	$(BIN)/ruff check mri_hsynex tests benchmarks
+
+clean:
+	rm -rf build demo_out bench_out validate_out .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
