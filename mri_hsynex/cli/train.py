@@ -1,0 +1,65 @@
+"""``mri_hsynex train``: train a network of the cascade on synthetic images of label maps."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from . import common
+
+DESCRIPTION = """\
+Train the cascade (stage 1 + stage 2) or the localiser on synthetic images generated on the fly
+from label maps (any contrast, resolution and slice thickness). The backend comes from
+KERAS_BACKEND (torch is the fastest on CPU). Interrupt at any time and continue with --resume.
+
+example:
+  KERAS_BACKEND=torch mri_hsynex train --config models/train_cascade.json \\
+      --labels build/labels --o runs/cascade --steps 5000
+  mri_hsynex train --config models/train_cascade.json --labels build/labels \\
+      --o runs/cascade --resume --export models
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.new_parser("mri_hsynex train", DESCRIPTION)
+    parser.add_argument("--config", required=True, metavar="CFG", help="training config (JSON)")
+    parser.add_argument("--labels", required=True, metavar="DIR",
+                        help="folder of label maps (.nii/.nii.gz/.mgz)")
+    parser.add_argument("--o", required=True, metavar="RUNDIR",
+                        help="run folder (logs, checkpoints)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="train until this many steps in total (default: the config's)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in RUNDIR from its last checkpoint")
+    parser.add_argument("--init", metavar="DIR", default=None,
+                        help="start from the networks in this model folder (e.g. models/)")
+    parser.add_argument("--export", metavar="DIR", default=None,
+                        help="after training, export the best networks into this model folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_seed_flag(parser)
+    common.add_compute_flags(parser)
+    return parser
+
+
+def _work(args: argparse.Namespace) -> int:
+    from ..backend import configure
+
+    configure(args.threads, args.cpu)
+    from ..train.config import TrainConfig
+    from ..train.export import export_run
+    from ..train.trainer import Trainer
+
+    cfg = TrainConfig.load(args.config)
+    trainer = Trainer(cfg, args.labels, args.o, seed=args.seed, resume=args.resume,
+                      init_dir=args.init)
+    state = trainer.run(args.steps, progress=not args.no_progress)
+    print(f"trained {state['step']} steps in {state['seconds'] / 60:.1f} min; "
+          f"best validation score {state['best_score']:.3f} at step {state.get('best_step')}")
+    if args.export:
+        for path in export_run(args.o, args.export):
+            print(f"exported {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(build_parser, _work, argv)

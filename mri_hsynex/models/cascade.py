@@ -1,0 +1,46 @@
+"""The two-stage cascade of H-SynEx: stage 1 (whole hypothalamus) feeds stage 2 (subunits).
+
+Training uses one model that nests both stages, so one synthetic image trains both; the stages
+are saved as separate networks and chained by ``run_cascade`` at inference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .unet import UNetConfig, build_unet
+
+STAGE1_POSTERIOR = 1  # channel of stage 1's softmax that holds the whole hypothalamus
+
+
+def build_cascade_for_training(stage1: UNetConfig, stage2: UNetConfig):
+    """Model: image (B,X,Y,Z,1) -> {"stage1": (..., 2 + 1 distance), "stage2": (..., 11)}.
+
+    Stage 2's input is the image concatenated with stage 1's hypothalamus posterior.
+    """
+    import keras
+
+    from .layers import ChannelSlice
+
+    if stage2.input_channels != 2:
+        raise ValueError("stage 2 takes 2 channels: the image and stage 1's posterior")
+    net1, net2 = build_unet(stage1), build_unet(stage2)
+    image = keras.Input(shape=(None, None, None, 1), name="image")
+    out1 = net1(image)
+    posterior = ChannelSlice(STAGE1_POSTERIOR, STAGE1_POSTERIOR + 1, name="stage1_posterior")(out1)
+    both = keras.layers.Concatenate(name="image_and_posterior")([image, posterior])
+    out2 = net2(both)
+    return keras.Model(image, {"stage1": out1, "stage2": out2}, name="cascade")
+
+
+def run_cascade(stage1, stage2, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chain the two networks on a batch of images (B,X,Y,Z,1), each side a multiple of 8.
+
+    Returns (stage-1 output, stage-2 posteriors), numpy float32.
+    """
+    import keras
+
+    out1 = keras.ops.convert_to_numpy(stage1(image, training=False))
+    both = np.concatenate([image, out1[..., STAGE1_POSTERIOR:STAGE1_POSTERIOR + 1]], axis=-1)
+    out2 = keras.ops.convert_to_numpy(stage2(both, training=False))
+    return out1.astype(np.float32), out2.astype(np.float32)

@@ -1,0 +1,1 @@
+"""Training of the cascade and the localiser on synthetic images made from label maps."""

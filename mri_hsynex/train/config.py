@@ -1,0 +1,64 @@
+"""Training configuration (JSON): which network, its architecture, the generator, the schedule."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import HsynexError
+
+NETWORKS = ("cascade", "localiser")
+
+
+@dataclass
+class TrainConfig:
+    """What ``mri_hsynex train`` trains and how.
+
+    ``network`` "cascade": stage 1 + stage 2 trained together from one synthetic image per step;
+    "localiser": the whole-head network at low resolution.
+    ``holdout``: substrings of label-map file names kept out of training; the fixed validation
+    set is synthesised from them.
+    """
+
+    network: str = "cascade"
+    generator: dict = field(default_factory=dict)  # GeneratorConfig fields
+    stage1: dict = field(default_factory=dict)  # UNetConfig fields (cascade)
+    stage2: dict = field(default_factory=dict)  # UNetConfig fields (cascade)
+    localiser: dict = field(default_factory=dict)  # UNetConfig fields (localiser)
+    center_labels: list = field(default_factory=lambda: list(range(801, 811)))
+    fallback_center_labels: list = field(default_factory=lambda: [28, 60, 14])
+    learning_rate: float = 1e-3
+    steps: int = 5000
+    checkpoint_every: int = 50
+    validate_every: int = 250
+    n_validation: int = 12
+    holdout: list = field(default_factory=lambda: ["sub-08"])
+    distance_weight: float = 1.0
+    ce_weight: float = 1.0
+    jit_compile: bool = False
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | None = None) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise HsynexError(f"unknown training config keys {sorted(unknown)}", source)
+        cfg = cls(**d)
+        if cfg.network not in NETWORKS:
+            raise HsynexError(f"network must be one of {NETWORKS}, not {cfg.network!r}", source)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise HsynexError("training config not found", path) from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise HsynexError(f"cannot read training config ({err})", path) from None
+        return cls.from_dict(d, str(path))

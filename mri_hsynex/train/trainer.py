@@ -1,0 +1,241 @@
+"""The training loop: synthetic image per step -> one optimiser step; CSV logs, fixed validation
+set, best/last checkpoints, resumable.
+
+Files in the run folder:
+``config.json`` (the TrainConfig), ``train_log.csv`` (step, losses, seconds), ``validation.csv``
+(step, Dice), ``validation_set.npz`` (the fixed synthetic validation images), ``last.keras`` and
+``state.json`` (resume point, optimiser included), ``best.keras`` (best validation score).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HsynexError
+from ..io import atomic_path
+from ..labels import LOCALISER_CLASS_NAMES, STAGE2_CLASSES
+from .config import TrainConfig
+
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
+LOCALISER_SCORED = (2, 3, 4)  # ventral DC left/right, 3rd ventricle: what the localiser is for
+
+
+def find_label_maps(folder: str | Path) -> list[Path]:
+    """Label-map files in ``folder`` (sorted); an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HsynexError("label-map folder not found", folder)
+    paths = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.name.endswith(LABEL_SUFFIXES))
+    if not paths:
+        raise HsynexError("no label maps (.nii, .nii.gz, .mgz) in folder", folder)
+    return paths
+
+
+def split_holdout(paths: list[Path], holdout: list[str]) -> tuple[list[Path], list[Path]]:
+    """(training maps, held-out maps): a map is held out if its name contains a holdout string."""
+    held = [p for p in paths if any(h in p.name for h in holdout)]
+    train = [p for p in paths if p not in held]
+    if not train:
+        raise HsynexError("every label map is held out; nothing left to train on", paths[0].parent)
+    return train, held
+
+
+class Trainer:
+    """Trains ``cfg.network`` on synthetic images of the label maps in ``label_dir``."""
+
+    def __init__(self, cfg: TrainConfig, label_dir: str | Path, run_dir: str | Path,
+                 seed: int = 0, resume: bool = False, init_dir: str | Path | None = None):
+        from ..generator import GeneratorConfig, LabelMapSource, build_generator
+
+        self.cfg, self.run_dir, self.seed = cfg, Path(run_dir), seed
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        paths = find_label_maps(label_dir)
+        train_paths, held = split_holdout(paths, cfg.holdout)
+        self.gen_cfg = GeneratorConfig.from_dict(cfg.generator)
+        self.state = {"step": 0, "best_score": -1.0, "seconds": 0.0}
+        if resume and (self.run_dir / "state.json").exists():
+            self.state = json.loads((self.run_dir / "state.json").read_text())
+        # Seeds move with the step so that a resumed run does not replay the same images.
+        step = self.state["step"]
+        self.source = LabelMapSource(train_paths, self.gen_cfg, center_labels=cfg.center_labels,
+                                     fallback_center_labels=cfg.fallback_center_labels,
+                                     rng_seed=seed + 7919 * step)
+        self.generator = build_generator(self.gen_cfg, seed=seed + 104729 * step)
+        self.held_paths = held
+        self.model = self._load_or_build(resume, init_dir)
+        (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+
+    # --- model -----------------------------------------------------------------------------------
+    def _build(self):
+        import keras
+
+        from ..models.cascade import build_cascade_for_training
+        from ..models.losses import DiceCrossEntropy, DiceDistance
+        from ..models.unet import UNetConfig, build_unet
+
+        optimizer = keras.optimizers.Adam(self.cfg.learning_rate)
+        if self.cfg.network == "cascade":
+            model = build_cascade_for_training(UNetConfig.from_dict(self.cfg.stage1),
+                                               UNetConfig.from_dict(self.cfg.stage2))
+            losses = {"stage1": DiceDistance(2, self.gen_cfg.distance_max_mm,
+                                             self.cfg.distance_weight),
+                      "stage2": DiceCrossEntropy(self.cfg.ce_weight)}
+        else:
+            model = build_unet(UNetConfig.from_dict(self.cfg.localiser))
+            losses = DiceCrossEntropy(self.cfg.ce_weight)
+        model.compile(optimizer=optimizer, loss=losses, jit_compile=self.cfg.jit_compile)
+        return model
+
+    def _load_or_build(self, resume: bool, init_dir):
+        import keras
+
+        last = self.run_dir / "last.keras"
+        if resume and last.exists():
+            return keras.saving.load_model(last, compile=True)
+        model = self._build()
+        if init_dir is not None:
+            self._init_from(model, Path(init_dir))
+        return model
+
+    def _init_from(self, model, init_dir: Path) -> None:
+        """Start from the weights of already trained networks (e.g. the shipped ``models/``)."""
+        import keras
+
+        names = ["stage1", "stage2"] if self.cfg.network == "cascade" else ["localiser"]
+        for name in names:
+            path = init_dir / f"{name}.keras"
+            if not path.exists():
+                raise HsynexError(f"no {name} network to start from", path)
+            trained = keras.saving.load_model(path, compile=False)
+            target = model if self.cfg.network == "localiser" else model.get_layer(name)
+            target.set_weights(trained.get_weights())
+
+    # --- data ------------------------------------------------------------------------------------
+    def _batch(self, generator, source) -> tuple[np.ndarray, object]:
+        import keras
+
+        labels, center = source.sample()
+        out = generator({"labels": labels, "center": center}, training=True)
+        image = keras.ops.convert_to_numpy(out["image"]).astype(np.float32)
+        target = keras.ops.convert_to_numpy(out["target"]).astype(np.float32)
+        if self.cfg.network == "localiser":
+            return image, target
+        distance = keras.ops.convert_to_numpy(out["distance"]).astype(np.float32)
+        background = target[..., :1]
+        stage1 = np.concatenate([background, 1.0 - background, distance], axis=-1)
+        return image, {"stage1": stage1, "stage2": target}
+
+    def validation_set(self) -> dict[str, np.ndarray]:
+        """The fixed validation images (made once, from the held-out maps, with a fixed seed)."""
+        path = self.run_dir / "validation_set.npz"
+        if path.exists():
+            return dict(np.load(path))
+        from ..generator import LabelMapSource, build_generator
+
+        paths = self.held_paths or [self.source.paths[0]]
+        source = LabelMapSource(paths, self.gen_cfg, center_labels=self.cfg.center_labels,
+                                fallback_center_labels=self.cfg.fallback_center_labels,
+                                rng_seed=123456)
+        generator = build_generator(self.gen_cfg, seed=123456)
+        images, truths = [], []
+        for _ in range(self.cfg.n_validation):
+            image, target = self._batch(generator, source)
+            truth = target if self.cfg.network == "localiser" else target["stage2"]
+            images.append(image[0])
+            truths.append(np.argmax(truth[0], axis=-1).astype(np.uint8))
+        data = {"images": np.stack(images), "truth": np.stack(truths)}
+        with atomic_path(path) as tmp:
+            np.savez_compressed(open(tmp, "wb"), **data)
+        return data
+
+    def validate(self) -> dict[str, float]:
+        """Hard Dice on the fixed validation set; ``score`` decides the best checkpoint."""
+        from ..models.losses import dice_per_class
+
+        data = self.validation_set()
+        per_image = []
+        for image, truth in zip(data["images"], data["truth"]):
+            pred = self.model.predict_on_batch(image[None])
+            probs = pred if self.cfg.network == "localiser" else pred["stage2"]
+            labels = np.argmax(np.asarray(probs)[0], axis=-1)
+            localiser = self.cfg.network == "localiser"
+            n = len(LOCALISER_CLASS_NAMES) if localiser else len(STAGE2_CLASSES)
+            dice = dice_per_class(truth, labels, n)
+            if self.cfg.network == "cascade":
+                whole = dice_per_class(truth > 0, labels > 0, 2)[1]
+                dice = np.append(dice, whole)
+            per_image.append(dice)
+        dice = np.nanmean(np.array(per_image), axis=0)
+        if self.cfg.network == "cascade":
+            result = {"dice_whole": float(dice[-1]), "dice_subunits": float(np.nanmean(dice[1:-1]))}
+            result["score"] = result["dice_subunits"]
+        else:
+            result = {f"dice_{LOCALISER_CLASS_NAMES[c]}": float(dice[c])
+                      for c in range(1, len(LOCALISER_CLASS_NAMES))}
+            result["score"] = float(np.nanmean(dice[list(LOCALISER_SCORED)]))
+        return result
+
+    # --- checkpoints and logs --------------------------------------------------------------------
+    def _save(self, name: str) -> None:
+        path = self.run_dir / name
+        tmp = path.with_name(f".{path.stem}.tmp.keras")
+        self.model.save(tmp)
+        os.replace(tmp, path)
+
+    def _checkpoint(self) -> None:
+        self._save("last.keras")
+        with atomic_path(self.run_dir / "state.json") as tmp:
+            Path(tmp).write_text(json.dumps(self.state))
+
+    def _log(self, name: str, row: dict) -> None:
+        path = self.run_dir / name
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # --- loop ------------------------------------------------------------------------------------
+    def run(self, steps: int | None = None, progress: bool = True) -> dict:
+        """Train until ``steps`` (total, counting earlier runs of a resumed folder)."""
+        from tqdm import tqdm
+
+        total = int(steps if steps is not None else self.cfg.steps)
+        start = self.state["step"]
+        self.validation_set()
+        bar = tqdm(total=total, initial=start, disable=not progress, unit="step",
+                   desc=self.cfg.network, dynamic_ncols=True)
+        t_last = time.time()
+        for step in range(start + 1, total + 1):
+            x, y = self._batch(self.generator, self.source)
+            losses = self.model.train_on_batch(x, y, return_dict=True)
+            now = time.time()
+            self.state["seconds"] += now - t_last
+            t_last = now
+            self.state["step"] = step
+            row = {"step": step, **{k: round(float(v), 5) for k, v in losses.items()},
+                   "seconds": round(self.state["seconds"], 1)}
+            self._log("train_log.csv", row)
+            bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+            bar.update(1)
+            if step % self.cfg.validate_every == 0 or step == total:
+                result = self.validate()
+                self._log("validation.csv", {"step": step, **{k: round(v, 4)
+                                                               for k, v in result.items()}})
+                if result["score"] > self.state["best_score"]:
+                    self.state["best_score"] = result["score"]
+                    self.state["best_step"] = step
+                    self._save("best.keras")
+                t_last = time.time()
+            if step % self.cfg.checkpoint_every == 0 or step == total:
+                self._checkpoint()
+        bar.close()
+        return self.state
