@@ -34,6 +34,9 @@ class TrainConfig:
     validate_every: int = 250
     n_validation: int = 12
     holdout: list = field(default_factory=lambda: ["sub-08"])
+    # Label maps that lack all of these labels are not used (e.g. whole-brain maps without
+    # subunits for the cascade). Empty: use every map.
+    require_labels: list = field(default_factory=list)
     distance_weight: float = 1.0
     ce_weight: float = 1.0
     jit_compile: bool = False

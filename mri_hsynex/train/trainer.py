@@ -38,6 +38,16 @@ def find_label_maps(folder: str | Path) -> list[Path]:
     return paths
 
 
+def with_labels(paths: list[Path], required: list[int]) -> list[Path]:
+    """The maps among ``paths`` that contain at least one of the ``required`` labels."""
+    if not required:
+        return paths
+    from ..io import load_volume
+
+    return [p for p in paths
+            if np.isin(load_volume(p, kind="labels").data, required).any()]
+
+
 def split_holdout(paths: list[Path], holdout: list[str]) -> tuple[list[Path], list[Path]]:
     """(training maps, held-out maps): a map is held out if its name contains a holdout string."""
     held = [p for p in paths if any(h in p.name for h in holdout)]
@@ -56,7 +66,9 @@ class Trainer:
 
         self.cfg, self.run_dir, self.seed = cfg, Path(run_dir), seed
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        paths = find_label_maps(label_dir)
+        paths = with_labels(find_label_maps(label_dir), cfg.require_labels)
+        if not paths:
+            raise HsynexError(f"no label map contains any of {cfg.require_labels}", label_dir)
         train_paths, held = split_holdout(paths, cfg.holdout)
         self.gen_cfg = GeneratorConfig.from_dict(cfg.generator)
         self.state = {"step": 0, "best_score": -1.0, "seconds": 0.0}
