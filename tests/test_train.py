@@ -1,0 +1,94 @@
+"""Training runs end to end on a tiny label map: steps, validation, checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from synthetic import tiny_affine, tiny_label_map
+
+pytestmark = [pytest.mark.slow, pytest.mark.backend]
+
+TINY_UNET = {"levels": 2, "features": 2}
+
+
+def _write_maps(folder):
+    import nibabel as nib
+
+    folder.mkdir()
+    for name in ("sub-a", "sub-b"):
+        labels = tiny_label_map((40, 40, 40))
+        nib.save(nib.Nifti1Image(labels, tiny_affine()), folder / f"{name}_labels.nii.gz")
+    return folder
+
+
+def _config(tmp_path, network):
+    gen = {"output_shape": [16, 16, 16], "crop_jitter_mm": 2.0}
+    cfg = {"network": network, "steps": 4, "checkpoint_every": 2, "validate_every": 2,
+           "n_validation": 2, "holdout": ["sub-b"], "learning_rate": 0.001}
+    if network == "cascade":
+        gen.update(target="stage2", distance_maps=True, distance_max_mm=4.0)
+        cfg["stage1"] = {"name": "stage1", "outputs": 2, "regression_outputs": 1, **TINY_UNET}
+        cfg["stage2"] = {"name": "stage2", "input_channels": 2, "outputs": 11, **TINY_UNET}
+    else:
+        gen.update(target="localiser", output_voxel_mm=2.0, distance_maps=False)
+        cfg["localiser"] = {"name": "localiser", "outputs": 8, **TINY_UNET}
+        cfg["center_labels"] = [28, 60, 14]
+    cfg["generator"] = gen
+    path = tmp_path / f"{network}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("network", ["cascade", "localiser"])
+def test_train_resume_and_export(tmp_path, network):
+    import keras
+
+    from mri_hsynex.cli.train import main
+
+    maps = _write_maps(tmp_path / "labels")
+    cfg = _config(tmp_path, network)
+    run = tmp_path / "run"
+    assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(run),
+                 "--steps", "2", "--no-progress"]) == 0
+    assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(run),
+                 "--resume", "--no-progress", "--export", str(tmp_path / "models")]) == 0
+    rows = list(csv.DictReader(open(run / "train_log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # resumed at 3, not from scratch
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert len(list(csv.DictReader(open(run / "validation.csv")))) == 2
+    assert (run / "best.keras").exists() and (run / "last.keras").exists()
+    settings = json.loads((tmp_path / "models" / "model.json").read_text())
+    names = ["stage1", "stage2"] if network == "cascade" else ["localiser"]
+    for name in names:
+        net = keras.saving.load_model(tmp_path / "models" / f"{name}.keras", compile=False,
+                                      safe_mode=True)
+        assert net.count_params() > 0
+        assert settings["networks"][name]["trained_steps"] == 4
+
+
+def test_train_init_from_model_folder(tmp_path):
+    from mri_hsynex.cli.train import main
+
+    maps = _write_maps(tmp_path / "labels")
+    cfg = _config(tmp_path, "localiser")
+    assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(tmp_path / "r1"),
+                 "--steps", "2", "--no-progress", "--export", str(tmp_path / "m")]) == 0
+    assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(tmp_path / "r2"),
+                 "--steps", "1", "--no-progress", "--init", str(tmp_path / "m")]) == 0
+
+
+def test_train_errors_are_one_line(tmp_path):
+    cfg = _config(tmp_path, "cascade")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "mri_hsynex", "train", "--config", str(cfg),
+                           "--labels", str(empty), "--o", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("ERROR: no label maps")
+    assert len(proc.stderr.strip().splitlines()) == 1
