@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "teacher": ("teacher", "run the T1-only teacher network (FreeSurfer's 2020 model)"),
     "build-labels": ("build_labels", "build training label maps with subunits from subjects"),
     "train": ("train", "train a network of the cascade on label maps"),
+    "subjects": ("subjects", "segment recon-all subjects (behind mri_segment_hypothalamus_synex)"),
     "table": ("table", "gather hsynex stats of many subjects into one table"),
     "groupstats": ("groupstats", "compare groups of subjects (rank-sum, Cohen's d, AUROC)"),
     "validate": ("validate", "write the validation report (docs/validation.md)"),
