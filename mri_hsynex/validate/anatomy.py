@@ -1,0 +1,109 @@
+"""Simulated anatomy for the group study: hypothalamic atrophy and small random deformations.
+
+Label maps are integer arrays with FreeSurfer ids on a grid with a RAS affine; volumes in mm^3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import HsynexError
+from ..labels import (
+    LEFT_SUBUNIT_IDS,
+    LEFT_VENTRAL_DC,
+    RIGHT_SUBUNIT_IDS,
+    RIGHT_VENTRAL_DC,
+    SUBUNIT_IDS,
+    THIRD_VENTRICLE,
+)
+
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+def shrink_hypothalamus(labels: np.ndarray, fraction: float,
+                        voxel_mm: tuple[float, float, float] | np.ndarray = (1.0, 1.0, 1.0),
+                        ) -> np.ndarray:
+    """Simulated atrophy: remove ``fraction`` of each side's hypothalamus (801-805, 806-810).
+
+    The voxels removed first are those nearest the hypothalamus' outer surface, where "outer"
+    ignores the border with the third ventricle (distance map of hypothalamus + 3rd ventricle),
+    so the structure erodes toward the ventricle; ties go to the voxels farthest from the
+    ventricle. Removed voxels become the ventral DC of their side (28 / 60). Exactly
+    ``round(fraction * n)`` voxels of each side are relabelled.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise HsynexError(f"atrophy fraction must be in [0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    out = labels.copy()
+    hyp = np.isin(labels, SUBUNIT_IDS)
+    if fraction == 0 or not hyp.any():
+        return out
+    box = _bbox(hyp, 4)
+    sub = labels[box]
+    keep_inside = np.isin(sub, SUBUNIT_IDS + (THIRD_VENTRICLE,))
+    depth = ndimage.distance_transform_edt(keep_inside, sampling=voxel_mm)
+    ventricle = sub == THIRD_VENTRICLE
+    if ventricle.any():
+        from_ventricle = ndimage.distance_transform_edt(~ventricle, sampling=voxel_mm)
+    else:
+        from_ventricle = np.zeros(sub.shape)
+    sub_out = np.array(out[box])  # contiguous copy: its reshape(-1) is a view
+    flat_out = sub_out.reshape(-1)
+    for ids, vdc in ((LEFT_SUBUNIT_IDS, LEFT_VENTRAL_DC), (RIGHT_SUBUNIT_IDS, RIGHT_VENTRAL_DC)):
+        side = np.flatnonzero(np.isin(sub, ids))
+        n_remove = int(round(fraction * side.size))
+        if n_remove == 0:
+            continue
+        # lexsort: last key is primary -> shallowest first, then farthest from the ventricle
+        order = np.lexsort((-from_ventricle.ravel()[side], depth.ravel()[side]))
+        flat_out[side[order[:n_remove]]] = vdc
+    out[box] = sub_out
+    return out
+
+
+def random_deformation(labels: np.ndarray, rng: np.random.Generator, scale_sd: float = 0.02,
+                       elastic_mm: float = 1.0, grid: int = 5,
+                       voxel_mm: float = 1.0) -> np.ndarray:
+    """Warp a label map by a small random deformation (nearest neighbour, same grid).
+
+    Anatomical variability between simulated subjects: independent scalings N(1, ``scale_sd``)
+    along each axis about the hypothalamus' centre (the map's centre without one), plus a smooth
+    displacement interpolated from a ``grid``^3 of N(0, ``elastic_mm``) vectors.
+    """
+    labels = np.asarray(labels)
+    shape = labels.shape
+    hyp = np.argwhere(np.isin(labels, SUBUNIT_IDS))
+    centre = hyp.mean(axis=0) if hyp.size else (np.array(shape) - 1) / 2.0
+    scales = np.clip(1.0 + scale_sd * rng.standard_normal(3), 0.5, 1.5)
+    elastic_vox = elastic_mm / voxel_mm
+    coords = np.empty((3,) + shape, dtype=np.float32)
+    for axis in range(3):
+        coarse = rng.normal(0.0, elastic_vox, (grid,) * 3) if elastic_mm > 0 else np.zeros(
+            (grid,) * 3)
+        displacement = ndimage.zoom(coarse, [n / grid for n in shape], order=1,
+                                    mode="nearest", grid_mode=True)[:shape[0], :shape[1],
+                                                                   :shape[2]]
+        grid_axis = np.arange(shape[axis], dtype=np.float32)
+        view = [1, 1, 1]
+        view[axis] = shape[axis]
+        base = centre[axis] + (grid_axis - centre[axis]) / scales[axis]
+        coords[axis] = base.reshape(view) + displacement
+    return ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
+
+
+def label_volumes(labels: np.ndarray, voxel_mm3: float = 1.0) -> dict[int, float]:
+    """Volume (mm^3) of each subunit 801-810 and of the groupings 811 (left), 812 (right) and
+    813 (whole) in a label map."""
+    from ..labels import GROUPINGS
+
+    counts = np.bincount(np.asarray(labels).ravel().clip(0), minlength=max(SUBUNIT_IDS) + 1)
+    volumes = {i: float(counts[i]) * voxel_mm3 for i in SUBUNIT_IDS}
+    for group, ids in GROUPINGS.items():
+        volumes[group] = sum(volumes[i] for i in ids)
+    return volumes
