@@ -36,6 +36,8 @@ from .subject_run import (
     run_subject,
 )
 
+SCHEDULER_TIMEOUT_S = 30.0  # how long to try to reach an existing Dask scheduler
+
 
 @dataclass
 class CohortSummary:
@@ -98,7 +100,7 @@ def _open_client(scheduler: str | None, jobs: int):
 
     if scheduler:
         try:
-            return Client(scheduler, timeout="30s")
+            return Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
         except (OSError, TimeoutError) as err:
             raise HsynexError(f"cannot reach the Dask scheduler ({err})", scheduler) from err
     cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
