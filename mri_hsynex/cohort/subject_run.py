@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from .. import __version__
 from .. import constants as C
 from ..errors import HsynexError
+from .files import write_text_atomic
 
 DONE, SKIPPED, REFUSED, FAILED = "done", "skipped", "refused", "failed"
 STATUSES = (DONE, SKIPPED, REFUSED, FAILED)
@@ -219,18 +220,6 @@ def captured_output(stream: TextIO) -> Iterator[None]:
         yield
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` under a temporary name in the same folder, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def segment_command(image: Path, aseg: Path, outputs: dict[str, Path], options: SubjectOptions
                     ) -> str:
     """The ``mri_hsynex segment`` command equivalent to this module's work (for the log)."""
@@ -386,9 +375,9 @@ def _run_locked(subjects_dir: Path, subject: str, layout: SubjectLayout,
                 log.write(traceback.format_exc())
             log.write(f"\n{LOG_FAILED_PREFIX}: {reason}\n")
             try:
-                _write_text_atomic(layout.hardfailure,
-                                   _hardfailure_text(subject, reason, layout, options))
-            except OSError as write_err:
+                write_text_atomic(layout.hardfailure,
+                                  _hardfailure_text(subject, reason, layout, options))
+            except (OSError, HsynexError) as write_err:
                 reason += f" (and the hardfailure file could not be written: {write_err})"
             return outcome(FAILED, reason)
         seconds = outcome(DONE).seconds
