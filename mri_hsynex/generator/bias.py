@@ -15,8 +15,9 @@ from .grid import coarse_grid_size, seed_generator, upsample_field
 def apply_bias(image, log_field):
     """``image`` (B, X, Y, Z) times exp of ``log_field`` (B, g0, g1, g2) upsampled linearly to
     (X, Y, Z). A zero field is the identity."""
+    image = ops.convert_to_tensor(image)
     shape = tuple(int(n) for n in image.shape[1:4])
-    field = upsample_field(log_field[..., None], shape)[..., 0]
+    field = upsample_field(ops.convert_to_tensor(log_field)[..., None], shape)[..., 0]
     return image * ops.exp(field)
 
 

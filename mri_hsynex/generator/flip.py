@@ -17,6 +17,7 @@ from .grid import seed_generator
 def flip_labels(labels, flip, swap_lut):
     """Labels (B, X, Y, Z) int32 flipped along axis 0 and relabelled with ``swap_lut``
     (1-D int32, index = label) where ``flip`` (B,) is true; unchanged elsewhere."""
+    labels = ops.convert_to_tensor(labels)
     mirrored = ops.take(swap_lut, ops.flip(labels, axis=1))
     return ops.where(flip[:, None, None, None], ops.cast(mirrored, "int32"), labels)
 

@@ -39,6 +39,7 @@ def gmm_image(classes, means, stds, normal):
 
     ``classes`` (B, X, Y, Z) int32, ``means``/``stds`` (B, K), ``normal`` (B, X, Y, Z) standard
     normal values (pass zeros for the noise-free class means)."""
+    classes = ops.convert_to_tensor(classes)
     shape = ops.shape(classes)
     flat = ops.reshape(classes, (shape[0], -1))
     mu = ops.reshape(ops.take_along_axis(means, flat, axis=1), shape)
@@ -90,10 +91,10 @@ class RandomGMM(keras.layers.Layer):
         means = uniform((b, k), *self.mean_range, seed=sg)
         stds = uniform((b, k), *self.std_range, seed=sg)
         for source, tied, p in self._ties:
-            tie = ops.cast(uniform((b, 1), 0.0, 1.0, seed=sg) < p, "float32")
-            column = ops.one_hot(ops.convert_to_tensor([tied]), k)  # (1, K)
-            means = means + tie * column * (means[:, source:source + 1] - means)
-            stds = stds + tie * column * (stds[:, source:source + 1] - stds)
+            tie = uniform((b, 1), 0.0, 1.0, seed=sg) < p
+            column = ops.one_hot(ops.convert_to_tensor([tied]), k) > 0.5  # (1, K)
+            means = ops.where(tie & column, means[:, source:source + 1], means)
+            stds = ops.where(tie & column, stds[:, source:source + 1], stds)
         mode = uniform((b, 1), 0.0, 1.0, seed=sg)
         zero = ops.cast(mode < self.background_zero_prob, "float32")
         dark = ops.cast(mode < self.background_zero_prob + self.background_dark_prob,

@@ -13,6 +13,7 @@ EPS = 1e-6
 
 def minmax_normalise(image):
     """Per-sample min-max normalisation of (B, ...) images to [0, 1] (a constant image -> 0)."""
+    image = ops.convert_to_tensor(image)
     axes = tuple(range(1, len(image.shape)))
     lo = ops.min(image, axis=axes, keepdims=True)
     hi = ops.max(image, axis=axes, keepdims=True)
@@ -22,7 +23,7 @@ def minmax_normalise(image):
 def augment_intensity(image, gamma, noise, clip_max: float):
     """Clip (B, X, Y, Z) to [0, clip_max], normalise to [0, 1], raise to ``gamma`` (B,), add
     ``noise`` (B, X, Y, Z) (already scaled), and clip at 0."""
-    image = minmax_normalise(ops.clip(image, 0.0, clip_max))
+    image = minmax_normalise(ops.clip(ops.convert_to_tensor(image), 0.0, clip_max))
     image = ops.power(ops.maximum(image, EPS), gamma[:, None, None, None])
     return ops.maximum(image + noise, 0.0)
 

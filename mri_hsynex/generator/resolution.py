@@ -49,7 +49,8 @@ def degrade_resolution(image, resolution_mm, thickness_mm, phase, blur_scale,
     """Resample (B, X, Y, Z) ``image`` at ``voxel_mm`` as if acquired at ``resolution_mm``
     (B, 3) with slice thickness ``thickness_mm`` (B, 3); ``phase`` (B, 3) in [0, 1) shifts the
     low-resolution grid, ``blur_scale`` (B, 3) multiplies the blur sigma."""
-    factor = ops.maximum(resolution_mm / voxel_mm, 1.0)
+    image = ops.convert_to_tensor(image)
+    factor = ops.maximum(ops.convert_to_tensor(resolution_mm) / voxel_mm, 1.0)
     extra = ops.sqrt(ops.maximum(ops.square(thickness_mm) - voxel_mm**2, 0.0))
     sigma = 0.75 * extra / voxel_mm * blur_scale
     phase = phase * ops.cast(factor > 1.0, "float32")

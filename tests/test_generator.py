@@ -1,0 +1,332 @@
+"""Generator layers: each applying function with fixed parameters, measured on tiny volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mri_hsynex import labels as label_tables
+
+keras = pytest.importorskip("keras")
+ops = keras.ops
+
+pytestmark = pytest.mark.backend
+
+
+def to_np(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def blobs(shape=(32, 32, 32)) -> np.ndarray:
+    """Three ball-shaped labels (28 left, 60 right, 801 in the middle) in a 32^3 map."""
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"))
+    out = np.zeros(shape, np.int32)
+    for label, centre, radius in ((28, (10, 15, 16), 5.5), (60, (22, 15, 16), 5.5),
+                                  (801, (16, 18, 15), 4.0)):
+        r = np.sqrt(((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0))
+        out[r <= radius] = label
+    return out
+
+
+def big_balls() -> np.ndarray:
+    """A ball of radius 12 split into left (2) and right (41) halves, holding a ball of radius 6
+    (10), in a 32^3 map: labels large enough for nearest-neighbour volumes to be accurate."""
+    grid = np.stack(np.meshgrid(*[np.arange(32.0)] * 3, indexing="ij"))
+    out = np.zeros((32, 32, 32), np.int32)
+    ball = np.sqrt(((grid - 15.5) ** 2).sum(0)) <= 12
+    out[ball & (grid[0] < 15.5)] = 2
+    out[ball & (grid[0] >= 15.5)] = 41
+    inner = np.array([15.5, 18.0, 14.0])[:, None, None, None]
+    out[np.sqrt(((grid - inner) ** 2).sum(0)) <= 6] = 10
+    return out
+
+
+def spatial_params(b=1, scaling=(1.0, 1.0, 1.0), rotation=(0.0, 0.0, 0.0), shift=(0, 0, 0)):
+    return {"rotation_deg": ops.convert_to_tensor([rotation] * b, "float32"),
+            "scaling": ops.convert_to_tensor([scaling] * b, "float32"),
+            "shearing": ops.zeros((b, 6)),
+            "shift_mm": ops.convert_to_tensor([shift] * b, "float32"),
+            "elastic": None}
+
+
+# --- deformation + crop --------------------------------------------------------------------------
+@settings(max_examples=12, deadline=None)
+@given(center=st.tuples(*[st.floats(8.0, 24.0)] * 3), n=st.sampled_from([8, 11, 16]))
+def test_zero_deformation_is_an_exact_crop(center, n):
+    from mri_hsynex.generator.spatial import deform_and_crop
+
+    labels = np.random.default_rng(0).integers(0, 900, (32, 32, 32)).astype(np.int32)
+    out = to_np(deform_and_crop(labels[None], np.array([center], np.float32), spatial_params(),
+                                (n, n, n), 1.0, 1.0, max_label=830))[0]
+    start = np.round(np.array(center, np.float32) - np.float32((n - 1) / 2)).astype(int)
+    expected = np.zeros((n, n, n), np.int32)
+    src = [slice(max(s, 0), min(s + n, 32)) for s in start]
+    dst = [slice(sl.start - s, sl.stop - s) for sl, s in zip(src, start)]
+    expected[tuple(dst)] = labels[tuple(src)]
+    expected[expected > 830] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_zero_deformation_layer_and_coarser_output_voxels():
+    from mri_hsynex.generator.spatial import RandomDeformCrop, deform_and_crop
+
+    labels = blobs()
+    layer = RandomDeformCrop((16, 16, 16), scaling_bounds=0, rotation_bounds_deg=0,
+                             shearing_bounds=0, crop_jitter_mm=0, nonlin_std=0, seed=1)
+    out = to_np(layer([labels[None], np.array([[16.0, 16.0, 16.0]], np.float32)]))[0]
+    np.testing.assert_array_equal(out, labels[8:24, 8:24, 8:24])
+    # 2 mm output voxels from a 1 mm map: every second voxel
+    out = to_np(deform_and_crop(labels[None], np.array([[15.0, 15.0, 15.0]], np.float32),
+                                spatial_params(), (16, 16, 16), 2.0, 1.0, 830))[0]
+    np.testing.assert_array_equal(out, labels[0:32:2, 0:32:2, 0:32:2])
+
+
+@pytest.mark.parametrize("scaling", [(0.8, 0.8, 0.8), (1.2, 1.2, 1.2), (0.9, 1.1, 1.2),
+                                     (1.2, 0.8, 1.0)])
+def test_scaling_changes_volumes_by_the_determinant(scaling):
+    from mri_hsynex.generator.spatial import deform_and_crop
+
+    labels = big_balls()
+    out = to_np(deform_and_crop(labels[None], np.array([[16.0, 16.0, 16.0]], np.float32),
+                                spatial_params(scaling=scaling), (32, 32, 32), 1.0, 1.0, 830))[0]
+    # output mm p reads input mm A p: volumes in the output are the input's / det(A)
+    expected_ratio = 1.0 / np.prod(scaling)
+    for label in (2, 41, 10):
+        ratio = (out == label).sum() / (labels == label).sum()
+        assert abs(ratio / expected_ratio - 1) < 0.05, (label, ratio, expected_ratio)
+
+
+def test_rotation_preserves_volumes_and_moves_centroids():
+    from mri_hsynex.generator.spatial import deform_and_crop
+
+    labels = blobs()
+    out = to_np(deform_and_crop(labels[None], np.array([[16.0, 16.0, 16.0]], np.float32),
+                                spatial_params(rotation=(0.0, 0.0, 90.0)), (32, 32, 32),
+                                1.0, 1.0, 830))[0]
+    for label in (28, 60, 801):
+        assert abs((out == label).sum() / (labels == label).sum() - 1) < 0.05
+    # 90 degrees about z around the crop centre 15.5: output (x, y) reads input
+    # (31 - y, x), so the left ball at input (10, 15) appears at output (15, 21)
+    centroid = np.argwhere(out == 28).mean(0)
+    np.testing.assert_allclose(centroid[:2], [15, 21], atol=0.5)
+
+
+def test_elastic_displacement_is_smooth_and_bounded():
+    from mri_hsynex.generator.grid import upsample_field
+
+    coarse = keras.random.normal((1, 3, 3, 3, 3), seed=0) * 4.0
+    field = to_np(upsample_field(coarse, (16, 16, 16)))
+    c = to_np(coarse)
+    assert field.shape == (1, 16, 16, 16, 3)
+    np.testing.assert_allclose(field[0, 0, 0, 0], c[0, 0, 0, 0], atol=1e-5)  # corners aligned
+    np.testing.assert_allclose(field[0, -1, -1, -1], c[0, -1, -1, -1], atol=1e-5)
+    assert np.abs(field).max() <= np.abs(c).max() + 1e-5  # linear: no overshoot
+    assert np.abs(np.diff(field, axis=1)).max() < np.abs(c).max()  # smooth between nodes
+
+
+def test_labels_above_max_label_become_background():
+    from mri_hsynex.generator.spatial import deform_and_crop
+
+    labels = np.full((1, 8, 8, 8), 2000, np.int32)
+    labels[0, :4] = 17
+    out = to_np(deform_and_crop(labels, np.array([[3.5, 3.5, 3.5]], np.float32),
+                                spatial_params(), (8, 8, 8), 1.0, 1.0, 830))[0]
+    assert set(np.unique(out)) == {0, 17}
+
+
+# --- flip ----------------------------------------------------------------------------------------
+def test_flip_swaps_labels_and_mirrors_centroids():
+    from mri_hsynex.generator.flip import flip_labels
+
+    labels = blobs()
+    lut = ops.convert_to_tensor(label_tables.lr_swap_lut(830))
+    both = np.stack([labels, labels])
+    out = to_np(flip_labels(both, ops.convert_to_tensor([True, False]), lut))
+    np.testing.assert_array_equal(out[1], labels)  # not flipped
+    flipped = out[0]
+    n = labels.shape[0]
+    for left, right in ((28, 60), (801, 806)):
+        assert (flipped == right).sum() == (labels == left).sum()
+        if (labels == left).any():
+            c_before = np.argwhere(labels == left).mean(0)
+            c_after = np.argwhere(flipped == right).mean(0)
+            np.testing.assert_allclose(c_after, [n - 1 - c_before[0], *c_before[1:]])
+    assert (flipped == 801).sum() == 0
+
+
+def test_flip_layer_probabilities():
+    from mri_hsynex.generator.flip import RandomLeftRightFlip
+
+    labels = np.stack([blobs()] * 4)
+    always = to_np(RandomLeftRightFlip(1.0, seed=0)(labels))
+    never = to_np(RandomLeftRightFlip(0.0, seed=0)(labels))
+    np.testing.assert_array_equal(never, labels)
+    assert (always == 806).sum() == 4 * (labels[0] == 801).sum()
+
+
+# --- GMM -----------------------------------------------------------------------------------------
+def test_gmm_class_statistics_match_the_parameters():
+    from mri_hsynex.generator.gmm import gmm_image
+
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 3, (1, 24, 24, 24)).astype(np.int32)
+    means = np.array([[10.0, 120.0, 240.0]], np.float32)
+    stds = np.array([[0.0, 5.0, 30.0]], np.float32)
+    normal = keras.random.normal((1, 24, 24, 24), seed=3)
+    image = to_np(gmm_image(classes, means, stds, normal))[0]
+    for k in range(3):
+        values = image[classes[0] == k]
+        n = values.size
+        se_mean = max(stds[0, k], 1e-3) / np.sqrt(n)
+        assert abs(values.mean() - means[0, k]) < 4 * se_mean + 1e-4
+        se_std = max(stds[0, k], 1e-3) / np.sqrt(2 * n)
+        assert abs(values.std() - stds[0, k]) < 4 * se_std + 1e-4
+
+
+def test_gmm_layer_classes_ties_and_background():
+    from mri_hsynex.generator.gmm import RandomGMM
+
+    labels = np.zeros((1, 16, 16, 16), np.int32)
+    labels[0, 2:6] = 28
+    labels[0, 6:8] = 60
+    labels[0, 8:10, :8] = 801
+    labels[0, 8:10, 8:] = 808
+    labels[0, 10:14] = 2
+    common = dict(std_range=(0.0, 0.0), background_regions=1, background_dark_prob=0.0)
+    image = to_np(RandomGMM(tie_classes=[[28, 801, 1.0]], background_zero_prob=1.0,
+                            seed=0, **common)(np.concatenate([labels] * 3)))
+    for img in image:  # std 0: one value per class
+        assert np.all(img[labels[0] == 0] == 0)  # background "zero" mode
+        assert np.unique(img[labels[0] == 801]).size == 1
+        assert img[labels[0] == 801][0] == img[labels[0] == 808][0]  # subunits share a class
+        assert img[labels[0] == 28][0] == img[labels[0] == 60][0]  # L/R partners share a class
+        assert img[labels[0] == 801][0] == img[labels[0] == 28][0]  # tied to the ventral DC
+        assert img[labels[0] == 2][0] != img[labels[0] == 28][0]
+    untied = to_np(RandomGMM(tie_classes=[[28, 801, 0.0]], background_zero_prob=0.0, seed=0,
+                             **common)(labels))[0]
+    assert untied[labels[0] == 801][0] != untied[labels[0] == 28][0]
+    assert untied[labels[0] == 0][0] != 0
+
+
+def test_gmm_background_regions_split_label_zero():
+    from mri_hsynex.generator.gmm import RandomGMM
+
+    labels = np.zeros((1, 32, 32, 32), np.int32)
+    labels[0, 12:20, 12:20, 12:20] = 2
+    layer = RandomGMM(std_range=(0.0, 0.0), background_regions=4, background_zero_prob=0.0,
+                      background_dark_prob=0.0, background_region_scale=0.2, seed=5)
+    image = to_np(layer(labels))[0]
+    assert np.unique(image[labels[0] == 0]).size > 1  # several smooth regions
+    assert np.unique(image[labels[0] == 2]).size == 1  # labelled tissue untouched
+
+
+# --- bias ----------------------------------------------------------------------------------------
+def test_bias_with_zero_std_is_identity():
+    from mri_hsynex.generator.bias import RandomBiasField, apply_bias
+
+    image = np.random.default_rng(1).uniform(0, 200, (2, 16, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(to_np(apply_bias(image, ops.zeros((2, 3, 3, 3)))), image,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(to_np(RandomBiasField(bias_std=0.0, seed=0)(image)), image)
+
+
+def test_bias_field_is_smooth_and_positive():
+    from mri_hsynex.generator.bias import RandomBiasField
+
+    image = np.ones((1, 32, 32, 32), np.float32)
+    out = to_np(RandomBiasField(bias_std=0.7, bias_scale=0.05, seed=2)(image))[0]
+    assert out.min() > 0
+    log = np.log(out)
+    assert np.abs(np.diff(log, axis=0)).max() < 0.5 * (log.max() - log.min()) + 1e-6
+
+
+# --- intensity -----------------------------------------------------------------------------------
+def test_intensity_normalises_and_applies_gamma():
+    from mri_hsynex.generator.intensity import augment_intensity, minmax_normalise
+
+    image = np.linspace(-10, 400, 16**3, dtype=np.float32).reshape(1, 16, 16, 16)
+    out = to_np(augment_intensity(image, ops.convert_to_tensor([2.0]), ops.zeros_like(image),
+                                  300.0))
+    clipped = np.clip(image, 0, 300) / 300
+    np.testing.assert_allclose(out, clipped**2, atol=1e-5)
+    norm = to_np(minmax_normalise(image * 3 + 7))
+    assert norm.min() == 0 and abs(norm.max() - 1) < 1e-6
+
+
+# --- resolution ----------------------------------------------------------------------------------
+def _gradient_energy(image, axis):
+    return float((np.diff(image, axis=axis) ** 2).mean())
+
+
+def test_resolution_5mm_axis_blurs_that_axis_only():
+    from mri_hsynex.generator.resolution import degrade_resolution
+
+    # f(x) + g(y) + h(z): the gradient along an axis only sees that axis's profile
+    f, g, h = np.random.default_rng(0).normal(size=(3, 32))
+    image = (f[:, None, None] + g[None, :, None] + h[None, None, :])[None].astype(np.float32)
+    ones = ops.ones((1, 3))
+    res = ops.convert_to_tensor([[1.0, 5.0, 1.0]])
+    out = to_np(degrade_resolution(image, res, res, ops.zeros((1, 3)), ones, 1.0))[0]
+    before = [_gradient_energy(image[0], a) for a in range(3)]
+    after = [_gradient_energy(out, a) for a in range(3)]
+    assert after[1] < 0.1 * before[1]  # the 5 mm axis lost its fine detail
+    np.testing.assert_allclose([after[0], after[2]], [before[0], before[2]], rtol=1e-4)
+    # undegraded axes are untouched
+    same = to_np(degrade_resolution(image, ones, ones, ops.zeros((1, 3)), ones, 1.0))[0]
+    np.testing.assert_allclose(same, image[0], atol=1e-5)
+
+
+def test_resolution_matrices_preserve_constants():
+    from mri_hsynex.generator.resolution import resolution_matrix
+
+    f = ops.convert_to_tensor([1.0, 2.5, 7.0, 40.0])
+    m = to_np(resolution_matrix(32, f, ops.convert_to_tensor([0.0, 1.0, 3.0, 5.0]),
+                                ops.convert_to_tensor([0.0, 0.3, 0.9, 0.5])))
+    np.testing.assert_allclose(m.sum(-1), 1.0, atol=1e-5)
+    assert m.min() >= 0
+    np.testing.assert_allclose(m[0], np.eye(32), atol=1e-6)
+
+
+def test_resolution_layer_keeps_shape_and_range():
+    from mri_hsynex.generator.resolution import RandomResolution
+
+    image = np.random.default_rng(2).uniform(0, 1, (3, 16, 16, 16)).astype(np.float32)
+    out = to_np(RandomResolution(seed=0, prob_min_res=0.0)(image))
+    assert out.shape == image.shape
+    assert out.min() >= -1e-5 and out.max() <= 1 + 1e-5
+
+
+# --- targets -------------------------------------------------------------------------------------
+def test_one_hot_targets_follow_the_class_tables():
+    from mri_hsynex.generator.targets import OneHotTargets
+
+    labels = np.array([[0, 801, 805, 810, 28, 17]], np.int32).reshape(1, 6, 1, 1)
+    stage2 = to_np(OneHotTargets("stage2")(labels))
+    np.testing.assert_array_equal(stage2.argmax(-1).ravel(), [0, 1, 5, 10, 0, 0])
+    stage1 = to_np(OneHotTargets("stage1")(labels))
+    np.testing.assert_array_equal(stage1.argmax(-1).ravel(), [0, 1, 1, 1, 0, 0])
+    loc = to_np(OneHotTargets("localiser")(labels))
+    np.testing.assert_array_equal(loc.argmax(-1).ravel(), [0, 2, 2, 3, 2, 1])
+    assert np.all(loc.sum(-1) == 1)
+
+
+def test_signed_distance_approximates_euclidean():
+    from scipy import ndimage
+
+    from mri_hsynex.generator.targets import signed_distance
+
+    grid = np.stack(np.meshgrid(*[np.arange(32.0)] * 3, indexing="ij"))
+    mask = np.sqrt(((grid - 15.5) ** 2).sum(0)) <= 7.0
+    for voxel_mm in (1.0, 2.0):
+        dist = to_np(signed_distance(mask[None], voxel_mm, 6.0))[0, ..., 0]
+        exact = (ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask))
+        exact = np.clip(exact + np.where(mask, 0.5, -0.5), -6 / voxel_mm, 6 / voxel_mm)
+        exact = exact * voxel_mm
+        assert np.all(dist[mask] < 0) and np.all(dist[~mask] > 0)
+        band = np.abs(exact) < 6.0 - voxel_mm
+        err = np.abs(dist - exact)[band]
+        assert err.mean() < 0.35 * voxel_mm and err.max() <= 1.5 * voxel_mm
+    empty = to_np(signed_distance(np.zeros((1, 8, 8, 8), bool), 1.0, 4.0))
+    assert np.all(empty == 4.0)
