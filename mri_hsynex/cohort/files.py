@@ -1,14 +1,14 @@
 """Atomic writes of the cohort outputs (tables, figures, failure notes).
 
-A file is written under a temporary name in its own folder and renamed over the final name, so
-a reader never sees half a table and an interrupted run leaves the previous file intact.
+A thin layer over ``mri_hsynex.io.atomic_path`` that also creates the output folder and makes
+the file readable by the group (``mkstemp`` creates it private): cohort outputs are usually
+shared.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,27 +17,22 @@ from ..errors import HsynexError
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (same suffix); rename it to ``path`` on success.
+    """Yield a temporary path next to ``path``; it is renamed onto ``path`` on success.
 
     The folder is created if needed. On an exception the temporary file is removed and the
     exception propagates; an existing ``path`` is left as it was.
     """
+    from ..io import atomic_path
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
-                                        dir=path.parent)
     except OSError as err:
-        raise HsynexError(f"cannot write ({err.strerror})", path) from err
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        raise HsynexError(f"cannot create the output folder ({err.strerror})",
+                          path.parent) from err
+    with atomic_path(path) as tmp:
         yield tmp
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
