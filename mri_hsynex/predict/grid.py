@@ -1,0 +1,135 @@
+"""Model grids: axis-aligned RAS grids (voxel -> world mm) onto which scans are sampled.
+
+The networks work on grids whose voxel axes are the world's RAS axes (axis 0 = +x = subject's
+left-to-right), at the network's voxel size. Sampling a scan onto such a grid and pasting results
+back are single affine resamplings (no intermediate full-size volumes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: ``shape`` (voxels) and ``affine`` (voxel index -> RAS world mm)."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def voxel_mm(self) -> np.ndarray:
+        """Voxel size (mm) along each voxel axis."""
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    def world(self, ijk: np.ndarray) -> np.ndarray:
+        """World coordinates (mm) of voxel coordinates ``ijk`` (..., 3)."""
+        from ..io import voxel_to_world
+
+        ijk = np.asarray(ijk, float)
+        return voxel_to_world(self.affine, ijk.reshape(-1, 3)).reshape(ijk.shape)
+
+    def voxel(self, xyz: np.ndarray) -> np.ndarray:
+        """Voxel coordinates (float) of world points ``xyz`` (..., 3) in mm."""
+        from ..io import world_to_voxel
+
+        xyz = np.asarray(xyz, float)
+        return world_to_voxel(self.affine, xyz.reshape(-1, 3)).reshape(xyz.shape)
+
+    def corners_world(self) -> np.ndarray:
+        """World coordinates of the 8 corner voxel centres, (8, 3)."""
+        corners = np.array(np.meshgrid(*[[0, n - 1] for n in self.shape], indexing="ij"))
+        return self.world(corners.reshape(3, -1).T)
+
+
+def round_up(n: int, divisor: int) -> int:
+    """Smallest multiple of ``divisor`` >= n."""
+    return int(-(-int(n) // divisor) * divisor)
+
+
+def ras_grid(centre_world: np.ndarray, voxel_mm: float, shape: tuple[int, int, int],
+             snap_to: Grid | None = None) -> Grid:
+    """An axis-aligned RAS grid of ``shape`` voxels of ``voxel_mm`` centred on ``centre_world``.
+
+    With ``snap_to`` (the scan's grid), the centre is moved by less than one scan voxel so that
+    model voxels fall on scan voxel centres whenever the scan is axis-aligned with the same voxel
+    size (sampling is then exact, without interpolation blur).
+    """
+    shape = tuple(int(n) for n in shape)
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    affine[:3, 3] = np.asarray(centre_world, float) - voxel_mm * (np.asarray(shape) - 1) / 2
+    if snap_to is not None:
+        origin_in_scan = snap_to.voxel(affine[:3, 3])
+        affine[:3, 3] = snap_to.world(np.round(origin_in_scan))
+    return Grid(shape, affine)
+
+
+def bounding_grid(grid: Grid, voxel_mm: float, divisor: int = 1) -> Grid:
+    """The RAS grid of ``voxel_mm`` voxels covering ``grid``'s world box, each side a multiple of
+    ``divisor`` (centred on the box)."""
+    corners = grid.corners_world()
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    shape = tuple(round_up(int(np.floor((h - lo_) / voxel_mm)) + 1, divisor)
+                  for lo_, h in zip(lo, hi))
+    return ras_grid((lo + hi) / 2, voxel_mm, shape)
+
+
+def sub_grid(grid: Grid, start: tuple[int, int, int], shape: tuple[int, int, int]) -> Grid:
+    """The part of ``grid`` starting at voxel ``start`` with ``shape`` voxels."""
+    affine = grid.affine.copy()
+    affine[:3, 3] = grid.world(np.asarray(start, float))
+    return Grid(tuple(int(n) for n in shape), affine)
+
+
+def sample(data: np.ndarray, source: Grid, target: Grid, order: int = 1,
+           cval: float = 0.0) -> np.ndarray:
+    """Resample 3-D ``data`` on ``source`` onto ``target`` (order 0 nearest, 1 trilinear).
+
+    Points of ``target`` outside ``source`` get ``cval``. Returns float32 for order >= 1 and the
+    input dtype for order 0.
+    """
+    from ..io import Volume, resample_like
+
+    matrix = np.linalg.inv(source.affine) @ target.affine
+    if order > 0:
+        data = np.asarray(data, np.float32)
+    if _is_integer_shift(matrix):
+        return _shift_copy(data, matrix[:3, 3], target.shape, cval)
+    return resample_like(Volume(data, source.affine), target.shape, target.affine,
+                         order=order, fill=cval).data
+
+
+def _is_integer_shift(matrix: np.ndarray) -> bool:
+    return (np.allclose(matrix[:3, :3], np.eye(3), atol=1e-6)
+            and np.allclose(matrix[:3, 3], np.round(matrix[:3, 3]), atol=1e-4))
+
+
+def _shift_copy(data: np.ndarray, offset: np.ndarray, shape: tuple, cval: float) -> np.ndarray:
+    """``out[i] = data[i + offset]`` (integer offset), ``cval`` outside ``data``."""
+    offset = np.round(offset).astype(int)
+    out = np.full(shape, cval, dtype=data.dtype)
+    src, dst = [], []
+    for o, n_in, n_out in zip(offset, data.shape, shape):
+        lo, hi = max(0, -o), min(n_out, n_in - o)
+        if hi <= lo:
+            return out
+        dst.append(slice(lo, hi))
+        src.append(slice(lo + o, hi + o))
+    out[tuple(dst)] = data[tuple(src)]
+    return out
+
+
+def footprint(inner: Grid, outer: Grid) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Start and shape (voxels of ``outer``) of the box of ``outer`` voxels covered by ``inner``;
+    shape 0 along an axis when they do not overlap."""
+    corners = outer.voxel(inner.corners_world())
+    lo = np.maximum(np.floor(corners.min(axis=0) + 1e-4).astype(int), 0)
+    hi = np.minimum(np.ceil(corners.max(axis=0) - 1e-4).astype(int) + 1, outer.shape)
+    return tuple(int(v) for v in lo), tuple(int(max(v, 0)) for v in hi - lo)
+
+
+def overlaps(a: Grid, b: Grid) -> bool:
+    """Whether the world boxes of two grids intersect."""
+    return all(n > 0 for n in footprint(a, b)[1])

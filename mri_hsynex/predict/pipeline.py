@@ -1,0 +1,137 @@
+"""The inference engine: ``Segmenter`` loads the networks once and segments scan after scan.
+
+Pipeline (issue 6): load -> localise (aseg or localiser network) -> 1 mm RAS crop around the
+hypothalamus -> percentile normalisation -> stage 1 -> stage 2 -> left/right flip TTA ->
+ventral-DC masking -> largest component per hemisphere -> back to the input grid (``native``) or
+kept on the model grid (``model``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..constants import STAGE_CROP, VENTRAL_DC_DILATION_MM
+from ..errors import HsynexError
+from .grid import Grid, ras_grid, round_up, sample
+from .localise import (
+    Localisation,
+    localise_from_aseg,
+    localise_with_network,
+    normalise_percentiles,
+)
+from .postprocess import (
+    dilate,
+    keep_largest_component_per_hemisphere,
+    mask_posteriors,
+    merge_flip_tta,
+)
+from .result import SegmentationResult
+
+RESAMPLE_MODES = ("native", "model")
+
+
+class Segmenter:
+    """Loads the networks once (``model_dir`` > ``$HSYNEX_MODELS`` > shipped ``models/``).
+
+    ``threads``/``cpu`` configure the Keras backend before keras is imported; ``seed`` fixes
+    Keras' random state (inference itself is deterministic).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, threads: int | None = None,
+                 cpu: bool = False, seed: int = 0):
+        from ..backend import configure
+
+        t0 = time.perf_counter()
+        self.backend = configure(threads, cpu)
+        import keras
+
+        from .networks import load_networks
+
+        keras.utils.set_random_seed(int(seed or 0))
+        self.networks = load_networks(model_dir)
+        self.seed = seed
+        self.load_seconds = time.perf_counter() - t0
+        info = self.networks.info
+        self.stage_voxel_mm = info["stage1"].voxel_mm
+        divisor = max(info["stage1"].divisor, info["stage2"].divisor)
+        self.crop_shape = (round_up(STAGE_CROP, divisor),) * 3
+
+    def segment(self, image_path: str | os.PathLike, aseg_path: str | os.PathLike | None = None,
+                resample: str = "native") -> SegmentationResult:
+        """Segment one scan (any contrast/resolution). HsynexError on bad input.
+
+        ``aseg_path``: an aseg whose ventral DC (28/60) and 3rd ventricle (14) localise and mask
+        (else the localiser network). ``resample``: "native" (outputs on the input grid) or
+        "model" (on the 1 mm model grid).
+        """
+        from ..io import load_volume
+
+        if resample not in RESAMPLE_MODES:
+            raise HsynexError(f"resample must be one of {RESAMPLE_MODES}", resample)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        image = load_volume(image_path, kind="image")
+        data = _as_3d_float(image.data, image_path)
+        grid = Grid(data.shape, np.asarray(image.affine, float))
+        timings["load"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        localisation = self._localise(data, grid, image_path, aseg_path)
+        timings["localise"] = time.perf_counter() - t
+        t = time.perf_counter()
+        crop = ras_grid(localisation.centre_world, self.stage_voxel_mm, self.crop_shape,
+                        snap_to=grid)
+        crop_image = normalise_percentiles(sample(data, grid, crop, order=1))
+        stage1, posteriors = self._run_cascade_tta(crop_image)
+        timings["networks"] = time.perf_counter() - t
+        t = time.perf_counter()
+        region = localisation.region_on(crop)
+        mask = dilate(region, VENTRAL_DC_DILATION_MM, crop.voxel_mm)
+        posteriors = keep_largest_component_per_hemisphere(mask_posteriors(posteriors, mask))
+        timings["postprocess"] = time.perf_counter() - t
+        return SegmentationResult(
+            image=image, image_grid=grid, crop_grid=crop, posteriors=posteriors,
+            stage1=stage1, localisation=localisation, resample=resample,
+            networks=self.networks, backend=self.backend, timings=timings,
+            aseg_path=None if aseg_path is None else Path(aseg_path),
+        )
+
+    def _localise(self, data: np.ndarray, grid: Grid, image_path, aseg_path) -> Localisation:
+        if aseg_path is not None:
+            from ..io import load_volume
+
+            aseg = load_volume(aseg_path, kind="labels")
+            labels = np.asarray(aseg.data)
+            if labels.ndim != 3:
+                raise HsynexError("aseg is not a 3-D label volume", aseg_path)
+            aseg_grid = Grid(labels.shape, np.asarray(aseg.affine, float))
+            return localise_from_aseg(labels, aseg_grid, grid, aseg_path)
+        if self.networks.localiser is None:
+            raise HsynexError("no localiser network in the model folder (give --aseg)",
+                              self.networks.folder)
+        info = self.networks.info["localiser"]
+        return localise_with_network(data, grid, self.networks.localiser, info.voxel_mm,
+                                     info.divisor, image_path)
+
+    def _run_cascade_tta(self, crop_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1 -> stage 2 on the crop and its x-flipped copy (one batch of two); returns the
+        TTA-merged stage-1 hypothalamus posterior (X, Y, Z) and stage-2 posteriors (X, Y, Z, 11)."""
+        from ..models.cascade import STAGE1_POSTERIOR, run_cascade
+
+        x = crop_image[None, ..., None]
+        batch = np.concatenate([x, x[:, ::-1]], axis=0)
+        out1, out2 = run_cascade(self.networks.stage1, self.networks.stage2, batch)
+        whole = 0.5 * (out1[0, ..., STAGE1_POSTERIOR] + out1[1, ::-1, ..., STAGE1_POSTERIOR])
+        return whole.astype(np.float32), merge_flip_tta(out2[0], out2[1]).astype(np.float32)
+
+
+def _as_3d_float(data, path) -> np.ndarray:
+    data = np.asarray(data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise HsynexError(f"expected a 3-D scan, got shape {tuple(data.shape)}", path)
+    return np.asarray(data, np.float32)

@@ -1,0 +1,85 @@
+"""Posterior post-processing on the model grid: flip test-time augmentation, ventral-DC masking,
+largest connected component per hemisphere.
+
+Posteriors are channels-last float32 arrays ``(X, Y, Z, 11)``: channel 0 background, channel k
+label ``800 + k`` (1-5 left subunits, 6-10 right). Axis 0 of the model grid is RAS x.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..labels import LEFT_SUBUNIT_IDS, RIGHT_SUBUNIT_IDS, SUBUNIT_IDS
+
+LEFT_CHANNELS = tuple(i - 800 for i in LEFT_SUBUNIT_IDS)  # 1..5
+RIGHT_CHANNELS = tuple(i - 800 for i in RIGHT_SUBUNIT_IDS)  # 6..10
+N_CHANNELS = 1 + len(SUBUNIT_IDS)
+# Channel permutation that swaps left and right subunits (k <-> k + 5); background stays.
+SWAP_LR = np.array((0,) + RIGHT_CHANNELS + LEFT_CHANNELS)
+
+
+def swap_hemispheres(post: np.ndarray) -> np.ndarray:
+    """Posteriors with left and right subunit channels exchanged (channel k <-> k + 5)."""
+    return post[..., SWAP_LR]
+
+
+def unflip(post_of_flipped: np.ndarray) -> np.ndarray:
+    """Bring the posteriors of an x-flipped input back: flip RAS x (axis 0) and swap sides."""
+    return swap_hemispheres(post_of_flipped[::-1])
+
+
+def merge_flip_tta(post: np.ndarray, post_of_flipped: np.ndarray) -> np.ndarray:
+    """Average the posteriors of an image and of its x-flipped copy (in the image's frame)."""
+    return 0.5 * (post + unflip(post_of_flipped))
+
+
+def dilate(mask: np.ndarray, mm: float, voxel_mm: float | tuple = 1.0) -> np.ndarray:
+    """Boolean mask grown by ``mm`` millimetres (Euclidean distance on a grid of ``voxel_mm``)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if mm <= 0 or not mask.any():
+        return mask.copy()
+    sampling = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
+    return ndimage.distance_transform_edt(~mask, sampling=sampling) <= mm
+
+
+def mask_posteriors(post: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Posteriors with every voxel outside ``mask`` set to certain background."""
+    out = post.copy()
+    outside = ~np.asarray(mask, bool)
+    out[outside] = 0.0
+    out[outside, 0] = 1.0
+    return out
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a boolean mask (empty stays empty)."""
+    from scipy import ndimage
+
+    labelled, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return np.asarray(mask, bool).copy()
+    sizes = np.bincount(labelled.ravel())
+    sizes[0] = 0
+    return labelled == int(np.argmax(sizes))
+
+
+def keep_largest_component_per_hemisphere(post: np.ndarray) -> np.ndarray:
+    """Keep, per hemisphere, only the largest connected blob of its (arg-max) subunits.
+
+    Outside that blob the hemisphere's subunit probabilities are moved to the background, so the
+    posteriors stay normalised and agree with the segmentation.
+    """
+    out = post.copy()
+    hard = np.argmax(post, axis=-1)
+    for channels in (LEFT_CHANNELS, RIGHT_CHANNELS):
+        side = np.isin(hard, channels)
+        removed = side & ~largest_component(side)
+        if not removed.any():
+            continue
+        block = out[removed]
+        block[:, 0] += block[:, list(channels)].sum(axis=-1)
+        block[:, list(channels)] = 0.0
+        out[removed] = block
+    return out

@@ -1,0 +1,66 @@
+"""Reference volumes (mean and SD per structure, mm³) for the QC z-scores of the sidecar.
+
+``mri_hsynex/data/reference_volumes.json`` holds ``{"provenance": ..., "volumes": {name:
+{"mean": mm3, "sd": mm3, "n": subjects}}}`` with names from ``labels.ALL_OUTPUT_ROWS``.
+``build_reference`` derives it from a table of per-subject volumes (e.g. the teacher's volumes
+on real subjects, ``build/labels/subunit_volumes.tsv``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HsynexError
+from ..labels import ALL_OUTPUT_ROWS
+
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "data" / "reference_volumes.json"
+ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
+
+
+def load_reference(path: str | os.PathLike = REFERENCE_FILE) -> dict:
+    """The reference table; an empty one (no z-scores) if the file is missing."""
+    path = Path(path)
+    if not path.exists():
+        return {"provenance": "none (reference file missing)", "volumes": {}}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise HsynexError(f"cannot read reference volumes ({err})", path) from None
+
+
+def z_scores(volumes_mm3: dict[int, float], reference: dict) -> dict[int, float]:
+    """Label id -> (volume - mean) / SD for every structure the reference knows (SD > 0)."""
+    table = reference.get("volumes", {})
+    out: dict[int, float] = {}
+    for label, volume in volumes_mm3.items():
+        ref = table.get(ROW_NAMES.get(label, ""))
+        if ref and float(ref.get("sd", 0)) > 0:
+            out[label] = (float(volume) - float(ref["mean"])) / float(ref["sd"])
+    return out
+
+
+def build_reference(per_subject: dict[str, dict[str, float]], provenance: str) -> dict:
+    """Mean/SD (ddof 1) per structure from ``{subject: {structure name: mm3}}``; the whole-
+    hypothalamus rows (811-813) are summed from the subunits when absent."""
+    names = [row.name for row in ALL_OUTPUT_ROWS]
+    columns: dict[str, list[float]] = {n: [] for n in names}
+    for volumes in per_subject.values():
+        volumes = dict(volumes)
+        left = sum(volumes.get(ROW_NAMES[i], 0.0) for i in range(801, 806))
+        right = sum(volumes.get(ROW_NAMES[i], 0.0) for i in range(806, 811))
+        volumes.setdefault(ROW_NAMES[811], left)
+        volumes.setdefault(ROW_NAMES[812], right)
+        volumes.setdefault(ROW_NAMES[813], left + right)
+        for name in names:
+            if name in volumes:
+                columns[name].append(float(volumes[name]))
+    table = {}
+    for name, values in columns.items():
+        if len(values) >= 2:
+            table[name] = {"mean": round(float(np.mean(values)), 1),
+                           "sd": round(float(np.std(values, ddof=1)), 1), "n": len(values)}
+    return {"provenance": provenance, "volumes": table}

@@ -1,0 +1,243 @@
+"""One segmentation: posteriors on the model grid, turned into outputs on demand.
+
+Nothing heavy is computed until asked: the native-grid segmentation is built once (``seg``), the
+4-D native posteriors only when POST is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import HsynexError
+from ..labels import ALL_OUTPUT_ROWS, GROUPINGS, SUBUNIT_IDS, SUBUNIT_NAMES
+from .grid import Grid, footprint, sample, sub_grid
+from .localise import Localisation
+from .outputs import OutputPaths, StagedFiles, check_output_paths
+from .reference import load_reference, z_scores
+
+CHANNEL_LABELS = np.array((0,) + SUBUNIT_IDS, dtype=np.int32)  # channel -> label id
+ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
+Z_LIMIT = 3.0  # |z| above this: implausible volume
+MIN_CONFIDENCE = 0.7  # mean max posterior inside the structure below this: low confidence
+QC_ZOOM_MM = 40.0
+
+
+@dataclass
+class SegmentationResult:
+    """Posteriors (model grid, channels-last, 0 background + 801-810) and what produced them."""
+
+    image: object  # io.Volume of the input scan
+    image_grid: Grid
+    crop_grid: Grid
+    posteriors: np.ndarray
+    stage1: np.ndarray
+    localisation: Localisation
+    resample: str
+    networks: object
+    backend: str
+    timings: dict = field(default_factory=dict)
+    aseg_path: Path | None = None
+
+    # --- grids and arrays ------------------------------------------------------------------
+    @property
+    def output_grid(self) -> Grid:
+        """Grid of SEG/POST: the input's (``native``) or the 1 mm model grid (``model``)."""
+        return self.image_grid if self.resample == "native" else self.crop_grid
+
+    @cached_property
+    def _native_box(self) -> tuple[tuple[slice, ...], np.ndarray]:
+        """Posteriors resampled onto the input voxels inside the crop's footprint."""
+        start, shape = footprint(self.crop_grid, self.image_grid)
+        box = sub_grid(self.image_grid, start, shape)
+        post = self._prefiltered_posteriors()
+        out = np.empty(tuple(shape) + (post.shape[-1],), np.float32)
+        for c in range(post.shape[-1]):
+            out[..., c] = sample(post[..., c], self.crop_grid, box, order=1,
+                                 cval=1.0 if c == 0 else 0.0)
+        region = tuple(slice(s, s + n) for s, n in zip(start, shape))
+        return region, out
+
+    def _prefiltered_posteriors(self) -> np.ndarray:
+        """Box-average the model-grid posteriors over an input voxel when input voxels are
+        coarser than model voxels (partial voluming instead of point sampling)."""
+        from scipy import ndimage
+
+        extent = np.abs(self.image_grid.affine[:3, :3]).sum(axis=1)  # per world axis, mm
+        size = np.maximum(np.rint(extent / self.crop_grid.voxel_mm).astype(int), 1)
+        if np.all(size <= 1):
+            return self.posteriors
+        return ndimage.uniform_filter(self.posteriors, size=tuple(size) + (1,), mode="nearest")
+
+    @cached_property
+    def seg(self) -> np.ndarray:
+        """int32 labels 0/801-810 on the output grid."""
+        if self.resample == "model":
+            return CHANNEL_LABELS[np.argmax(self.posteriors, axis=-1)]
+        region, post = self._native_box
+        seg = np.zeros(self.image_grid.shape, np.int32)
+        seg[region] = CHANNEL_LABELS[np.argmax(post, axis=-1)]
+        return seg
+
+    def output_posteriors(self) -> np.ndarray:
+        """float32 (X, Y, Z, 11) posteriors on the output grid (background 1 outside the crop).
+        On the native grid of a 256³ scan this is ~740 MB: built only when asked."""
+        if self.resample == "model":
+            return self.posteriors.astype(np.float32)
+        region, post = self._native_box
+        out = np.zeros(tuple(self.image_grid.shape) + (post.shape[-1],), np.float32)
+        out[..., 0] = 1.0
+        out[region] = post
+        return out
+
+    # --- volumes and QC --------------------------------------------------------------------
+    @cached_property
+    def volumes(self) -> dict[int, tuple[int, float]]:
+        """Label id -> (NVoxels in SEG, soft volume mm³ on the model grid) for 801-810 and the
+        groupings 811-813."""
+        voxel_mm3 = float(abs(np.linalg.det(self.crop_grid.affine[:3, :3])))
+        soft = self.posteriors.reshape(-1, self.posteriors.shape[-1]).sum(axis=0) * voxel_mm3
+        counts = np.bincount((self.seg - 800).clip(0).ravel(), minlength=11)
+        counts[0] = 0
+        out = {label: (int(counts[label - 800]), float(soft[label - 800]))
+               for label in SUBUNIT_IDS}
+        for group, members in GROUPINGS.items():
+            out[group] = (sum(out[m][0] for m in members), sum(out[m][1] for m in members))
+        return out
+
+    @cached_property
+    def qc(self) -> dict:
+        """QC metrics and flag: mean max posterior inside the structure (model grid), volume
+        z-scores against the reference, reasons for ``qc_flag``."""
+        reference = load_reference()
+        hard = np.argmax(self.posteriors, axis=-1)
+        inside = hard > 0
+        confidence = float(self.posteriors.max(axis=-1)[inside].mean()) if inside.any() else 0.0
+        soft = {label: v[1] for label, v in self.volumes.items()}
+        z = z_scores(soft, reference)
+        reasons = [f"subunit missing: {SUBUNIT_NAMES[label]}" for label in SUBUNIT_IDS
+                   if self.volumes[label][0] == 0]
+        reasons += [f"implausible volume: {ROW_NAMES[label]} ({soft[label]:.0f} mm3, z={v:+.1f})"
+                    for label, v in z.items() if abs(v) > Z_LIMIT]
+        if confidence < MIN_CONFIDENCE:
+            reasons.append(f"low confidence: mean max posterior {confidence:.2f} "
+                           f"< {MIN_CONFIDENCE}")
+        return {"mean_max_posterior": round(confidence, 4),
+                "z_scores": {ROW_NAMES[k]: round(v, 2) for k, v in z.items()},
+                "z_limit": Z_LIMIT, "min_confidence": MIN_CONFIDENCE,
+                "reference": reference.get("provenance", ""),
+                "qc_flag": bool(reasons), "qc_reasons": reasons}
+
+    @cached_property
+    def sidecar(self) -> dict:
+        """JSON-able description of the run (written next to SEG)."""
+        import keras
+
+        loc = self.localisation
+        return {
+            "hsynex_version": __version__,
+            "input": str(getattr(self.image, "path", "") or ""),
+            "aseg": None if self.aseg_path is None else str(self.aseg_path),
+            "output_grid": self.resample,
+            "models": {"folder": str(self.networks.folder), "sha256": self.networks.hashes(),
+                       "trained_with": self.networks.settings.get("hsynex_version")},
+            "backend": self.backend, "keras_version": keras.__version__,
+            "runtime_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "localisation": {"method": loc.method,
+                             "crop_centre_ras_mm": [round(float(v), 2) for v in loc.centre_world],
+                             **loc.details},
+            "model_grid": {"shape": list(self.crop_grid.shape),
+                           "affine": np.round(self.crop_grid.affine, 4).tolist()},
+            "volumes_mm3": {ROW_NAMES[k]: round(v[1], 2) for k, v in self.volumes.items()},
+            "nvoxels": {ROW_NAMES[k]: v[0] for k, v in self.volumes.items()},
+            "qc": {k: v for k, v in self.qc.items() if k not in ("qc_flag", "qc_reasons")},
+            "qc_flag": self.qc["qc_flag"], "qc_reasons": self.qc["qc_reasons"],
+        }
+
+    def volumes_table(self) -> str:
+        """The volumes as a fixed-width text table (printed by the command)."""
+        lines = [f"{'structure':<36s}{'NVoxels':>9s}{'Volume_mm3':>12s}"]
+        for row in ALL_OUTPUT_ROWS:
+            n, v = self.volumes[row.id]
+            lines.append(f"{row.name:<36s}{n:>9d}{v:>12.1f}")
+        return "\n".join(lines)
+
+    # --- writing ---------------------------------------------------------------------------
+    def write(self, paths: OutputPaths, subject: str | None = None,
+              cmdline: str | None = None) -> list[Path]:
+        """Write every requested output and the JSON sidecar next to SEG, all or nothing.
+
+        Each file goes to a temporary name in its folder first; they are renamed together at
+        the end, and removed if anything fails. Returns the written paths.
+        """
+        t0 = time.perf_counter()
+        inputs = [Path(str(getattr(self.image, "path", "") or ""))]
+        if self.aseg_path is not None:
+            inputs.append(self.aseg_path)
+        check_output_paths(paths, inputs)
+        subject = subject or _subject_name(inputs[0])
+        staged = StagedFiles()
+        try:
+            self._write_all(paths, staged, subject)
+            sidecar = dict(self.sidecar, subject=subject, cmdline=cmdline,
+                           created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           outputs={k: str(v) for k, v in paths.as_dict().items()})
+            sidecar["runtime_s"] = dict(sidecar["runtime_s"],
+                                        write=round(time.perf_counter() - t0, 3))
+            with open(staged.tmp(paths.sidecar), "w") as f:
+                json.dump(sidecar, f, indent=1)
+            return staged.commit()
+        except OSError as err:
+            staged.discard()
+            raise HsynexError(f"cannot write output ({err.strerror or err})",
+                              err.filename) from None
+        except BaseException:
+            staged.discard()
+            raise
+
+    def _write_all(self, paths: OutputPaths, staged: StagedFiles, subject: str) -> None:
+        from ..io import Volume, save_volume
+
+        grid = self.output_grid
+        seg_volume = Volume(self.seg, grid.affine, None)
+        save_volume(seg_volume, staged.tmp(paths.seg), kind="labels")
+        if paths.post is not None:
+            save_volume(Volume(self.output_posteriors(), grid.affine, None),
+                        staged.tmp(paths.post), kind="posteriors")
+        if paths.vol_csv is not None:
+            from ..volumes import write_volumes_csv
+
+            write_volumes_csv(staged.tmp(paths.vol_csv), [self.volumes_row(subject)])
+        if paths.stats is not None:
+            self._write_stats(staged.tmp(paths.stats), subject, paths.seg)
+        if paths.qc is not None:
+            self._write_qc(staged.tmp(paths.qc), seg_volume, subject)
+
+    def volumes_row(self, subject: str) -> dict:
+        """One row of the volumes CSV: ``subject`` and soft volumes (mm³) by column name."""
+        from ..labels import VOLUME_COLUMNS
+
+        labels = SUBUNIT_IDS + tuple(GROUPINGS)
+        row = {"subject": subject}
+        row.update({name: self.volumes[label][1] for name, label in zip(VOLUME_COLUMNS, labels)})
+        return row
+
+    def _write_stats(self, path: Path, subject: str, seg_path: Path) -> None:
+        raise NotImplementedError  # filled in once stats.py lands
+
+    def _write_qc(self, path: Path, seg_volume, subject: str) -> None:
+        raise NotImplementedError  # filled in once qc.py lands
+
+
+def _subject_name(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".mgz", ".mgh"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
