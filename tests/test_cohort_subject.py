@@ -304,3 +304,44 @@ def test_cohort_in_process_goes_on_after_failure(tmp_path, fake_options):
 def test_cohort_rejects_bad_jobs(tmp_path, fake_options):
     with pytest.raises(HsynexError):
         run_cohort(tmp_path, ["a"], fake_options, jobs=0, progress=False)
+
+
+def test_subjects_cli_errors(tmp_path, monkeypatch, capsys):
+    from mri_hsynex.cli import subjects as cli
+
+    monkeypatch.delenv("SUBJECTS_DIR", raising=False)
+    assert cli.main([]) == 1  # help
+    assert cli.main(["--s", "bert"]) == 1
+    assert "ERROR: no subjects folder" in capsys.readouterr().err
+    assert cli.main(["--sd", str(tmp_path / "nope")]) == 1
+    assert "SUBJECTS_DIR is not a folder" in capsys.readouterr().err
+    assert cli.main(["--sd", str(tmp_path)]) == 1
+    assert f"ERROR: no subject with {C.SUBJECT_ASEG} in: {tmp_path}" in capsys.readouterr().err
+    make_subject(tmp_path, "s1")
+    assert cli.main(["--sd", str(tmp_path), "--threads", "0"]) == 1
+    assert cli.main(["--sd", str(tmp_path), "--model", str(tmp_path / "none")]) == 1
+    assert "model folder not found" in capsys.readouterr().err
+
+
+def test_subjects_cli_runs_cohort(tmp_path, monkeypatch, capsys):
+    """`mri_hsynex subjects` with the engine replaced: summary on stdout, exit status 1 when a
+    subject was refused, 0 when all are done or skipped."""
+    from mri_hsynex.cli import subjects as cli
+
+    monkeypatch.setattr(sr, "_ENGINES", {})
+    real_options = sr.SubjectOptions
+
+    def options_with_fake(**kwargs):
+        return real_options(**kwargs, engine=FakeSegmenter)
+
+    monkeypatch.setattr(sr, "SubjectOptions", options_with_fake)
+    make_subject(tmp_path, "s1")
+    (make_subject(tmp_path, "s2") / C.SUBJECT_ERROR_FLAG).write_text("x")
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path))
+    assert cli.main(["--s", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "1 done, 0 skipped, 1 refused, 0 failed (2 subjects)" in out
+    log = (tmp_path / "s1" / C.SUBJECT_LOG).read_text()
+    assert "# cmdline mri_hsynex subjects --s --no-progress" in log
+    assert cli.main(["--s", "s1", "--no-progress", "--cmdline", "wrapper --s s1"]) == 0
+    assert "0 done, 1 skipped" in capsys.readouterr().out
