@@ -172,6 +172,7 @@ def test_label_map_source(tmp_path):
     b = _save(tmp_path / "b.nii.gz", no_hyp.astype(np.int32), tiny_affine())
     # a 2 mm map in LAS: reoriented to RAS and resampled to 1 mm
     las = np.diag([-2.0, 2.0, 2.0, 1.0])
+    las[:3, 3] = [19.0, -20.0, -20.0]  # voxel i of c is voxel (39 - 2i, 2j, 2k) of a
     c = _save(tmp_path / "c.nii.gz", labels[::-2, ::2, ::2].astype(np.int32), las)
     source = LabelMapSource([a, b, c], GeneratorConfig(), rng_seed=0)
     assert len(source) == 3
@@ -182,6 +183,9 @@ def test_label_map_source(tmp_path):
     vdc = np.argwhere(np.isin(labels, (28, 60, 14))).mean(0)
     np.testing.assert_allclose(source.centers[1], vdc, atol=1e-4)  # fallback labels
     np.testing.assert_allclose(source.centers[2], hyp, atol=1.5)
+    world = [source.affines[i][:3, :3] @ source.centers[i] + source.affines[i][:3, 3]
+             for i in (0, 2)]
+    np.testing.assert_allclose(world[1], world[0], atol=1.5)  # same place in the world
     lab, center = source.sample()
     assert lab.shape[0] == 1 and lab.dtype == np.int32 and center.shape == (1, 3)
     assert center.dtype == np.float32

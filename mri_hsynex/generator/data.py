@@ -73,8 +73,10 @@ class LabelMapSource:
         self.cfg = cfg
         self.maps: list[np.ndarray] = []
         self.centers: list[np.ndarray] = []
+        self.affines: list[np.ndarray] = []  # RAS voxel -> world mm of each stored map
         for path in self.paths:
-            data = self._load(path, cfg)
+            data, affine = self._load(path, cfg)
+            self.affines.append(affine)
             center = label_centroid(data, list(center_labels))
             if center is None:
                 center = label_centroid(data, list(fallback_center_labels))
@@ -85,21 +87,26 @@ class LabelMapSource:
         self.rng = np.random.default_rng(rng_seed)
 
     @staticmethod
-    def _load(path: Path, cfg: GeneratorConfig) -> np.ndarray:
+    def _load(path: Path, cfg: GeneratorConfig) -> tuple[np.ndarray, np.ndarray]:
         from ..io import load_volume, to_ras
 
-        volume = to_ras(load_volume(path, kind="labels"))
+        volume, _ = to_ras(load_volume(path, kind="labels"))
         data = np.asarray(volume.data)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
         if data.ndim != 3:
             raise HsynexError(f"label map must be 3-D, not of shape {data.shape}", path)
         if np.issubdtype(data.dtype, np.floating):
             data = np.rint(data)
-        voxel = np.sqrt((np.asarray(volume.affine, np.float64)[:3, :3] ** 2).sum(axis=0))
-        data = resample_nearest(data, voxel, cfg.input_voxel_mm)
-        data = np.where((data < 0) | (data > cfg.max_label), 0, data)
-        return data.astype(np.uint16)
+        affine = np.asarray(volume.affine, np.float64)
+        voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        resampled = resample_nearest(data, voxel, cfg.input_voxel_mm)
+        if resampled is not data:  # new voxel i sits at old voxel (i + 0.5) * t / v - 0.5
+            step = cfg.input_voxel_mm / voxel
+            to_old = np.eye(4)
+            to_old[:3, :3] = np.diag(step)
+            to_old[:3, 3] = 0.5 * step - 0.5
+            affine = affine @ to_old
+        data = np.where((resampled < 0) | (resampled > cfg.max_label), 0, resampled)
+        return data.astype(np.uint16), affine
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -108,6 +115,10 @@ class LabelMapSource:
         """Map ``index`` as (labels (1, X, Y, Z) int32, centre (1, 3) float32 input voxels)."""
         return self.maps[index][None].astype(np.int32), self.centers[index][None].copy()
 
+    def sample_index(self) -> int:
+        """The index of a random map (advances the random state like ``sample``)."""
+        return int(self.rng.integers(len(self.maps)))
+
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """A random map: (labels (1, X, Y, Z) int32, centre (1, 3) float32 input voxels)."""
-        return self.get(int(self.rng.integers(len(self.maps))))
+        return self.get(self.sample_index())
