@@ -1,0 +1,71 @@
+"""Volumes of a hypothalamic-subunit segmentation: per label, the groupings, CSV rows."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HsynexError
+from .io import atomic_path
+from .labels import ALL_OUTPUT_ROWS, GROUPINGS, SUBUNIT_IDS, VOLUME_COLUMNS
+from .stats import StatsRow
+
+
+def structure_volumes(seg: np.ndarray, posteriors: np.ndarray | None,
+                      voxel_volume_mm3: float) -> dict[int, tuple[int, float]]:
+    """``{label id: (NVoxels, volume mm^3)}`` for 801-810 and the groupings 811-813.
+
+    NVoxels counts ``seg`` voxels; the volume is the soft volume (sum of the label's posterior
+    channel x voxel volume; channel k holds label 800 + k) or, without posteriors, the count x
+    voxel volume.
+    """
+    volumes: dict[int, tuple[int, float]] = {}
+    for k, label in enumerate(SUBUNIT_IDS, start=1):
+        count = int(np.count_nonzero(seg == label))
+        if posteriors is None:
+            volume = count * voxel_volume_mm3
+        else:
+            volume = float(posteriors[..., k].sum(dtype=np.float64)) * voxel_volume_mm3
+        volumes[label] = (count, volume)
+    for group, members in GROUPINGS.items():
+        volumes[group] = (sum(volumes[m][0] for m in members),
+                          sum(volumes[m][1] for m in members))
+    return volumes
+
+
+def stats_rows(volumes: dict[int, tuple[int, float]]) -> list[StatsRow]:
+    """Rows of a stats file, in LUT order, with LUT names."""
+    return [StatsRow(i, row.id, volumes[row.id][0], volumes[row.id][1], row.name)
+            for i, row in enumerate(ALL_OUTPUT_ROWS, start=1)]
+
+
+def volumes_csv_row(subject: str, volumes: dict[int, tuple[int, float]]) -> dict:
+    """``{"subject": ..., <LUT name>: mm^3, ..., "whole_left", "whole_right", "whole"}``."""
+    ids = SUBUNIT_IDS + tuple(GROUPINGS)
+    return {"subject": subject,
+            **{name: round(volumes[i][1], 3) for name, i in zip(VOLUME_COLUMNS, ids)}}
+
+
+def write_volumes_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write volume rows (``volumes_csv_row``) as CSV, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["subject", *VOLUME_COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_volumes_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of a volumes CSV, volumes as floats."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise HsynexError("volumes CSV not found", path) from None
+    missing = [c for c in ("subject", *VOLUME_COLUMNS) if rows and c not in rows[0]]
+    if missing:
+        raise HsynexError(f"volumes CSV lacks columns {missing}", path)
+    return [{k: (v if k == "subject" else float(v)) for k, v in r.items()} for r in rows]
