@@ -171,3 +171,123 @@ def test_dice_cv_auroc_ranksum_on_known_numbers():
     assert metrics.auroc([1.0], [1.0]) == 0.5
     with pytest.raises(HsynexError):
         metrics.auroc([], [1.0])
+
+
+# --- the report pipeline ------------------------------------------------------------------------
+class _OracleEngine:
+    """Stands in for a segmenter: returns the subunits of a known label map (resampled onto
+    the image's grid, or a shrunk copy), so every number of the report is predictable."""
+
+    def __init__(self, labels, affine, erode: bool = False):
+        self.labels = np.where(np.isin(labels, SUBUNIT_IDS), labels, 0)
+        self.affine = affine
+        self.erode = erode
+
+    def segment(self, image_path, aseg_path=None):
+        import nibabel as nib
+
+        from mri_hsynex.validate.engines import Segmentation, nearest_onto
+
+        image = nib.load(image_path)
+        labels = nearest_onto(self.labels, self.affine, image.shape, image.affine)
+        if self.erode:
+            labels = np.where(ndimage.binary_erosion(labels > 0), labels, 0)
+        voxel = float(abs(np.linalg.det(image.affine[:3, :3])))
+        volumes = anatomy.label_volumes(labels, voxel)
+        return Segmentation(labels, image.affine, volumes, 0.01)
+
+
+def _tiny_labels_dir(tmp_path):
+    import nibabel as nib
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    labels = np.pad(tiny_label_map((32, 32, 32)), 6)
+    affine = tiny_affine()
+    nib.save(nib.Nifti1Image(labels, affine), folder / "sub-08_labels.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), folder / "sub-01_labels.nii.gz")
+    return folder, labels, affine
+
+
+def test_report_pipeline_with_stand_in_engines(tmp_path):
+    from mri_hsynex.validate.report import Options, run_validation
+
+    folder, labels, affine = _tiny_labels_dir(tmp_path)
+    cropped, cropped_affine = contrasts.crop_to_head(labels, affine)
+    engines = {"hsynex": _OracleEngine(cropped, cropped_affine),
+               "teacher": _OracleEngine(cropped, cropped_affine, erode=True)}
+    opts = Options(out_dir=tmp_path / "out", quick=True, labels_dir=folder,
+                   holdout=("sub-08",), subjects_dir=tmp_path / "none",
+                   cache_dir=tmp_path / "cache", bench_dir=tmp_path / "none")
+    path = run_validation(opts, engines=engines)
+    text = path.read_text()
+    for heading in ("## Targets", "## 1. Synthetic grid", "## 3. Consistency",
+                    "## 4. Simulated group study", "## 5. Runtime", "## Closing note"):
+        assert heading in text
+    assert (tmp_path / "out" / "figures" / "validation_dice_vs_thickness.png").is_file()
+    assert (tmp_path / "out" / "figures" / "validation_qc.png").is_file()
+    assert (tmp_path / "out" / "figures" / "validation_group_study.png").is_file()
+    import json
+
+    records = json.loads((tmp_path / "cache" / "records.json").read_text())
+    grid = [r for r in records if r["kind"] == "grid"]
+    assert len(grid) == 2 * 4  # two engines x (2 contrasts x 2 thicknesses)
+    hsynex_1mm = [r for r in grid if r["engine"] == "hsynex" and r["thickness_mm"] == 1.0]
+    assert all(r["dice"]["813"] == pytest.approx(1.0) for r in hsynex_1mm)
+    group = [r for r in records if r["kind"] == "group"]
+    assert len(group) == 2 * (4 + 4)
+    # the oracle follows the undeformed map, so the measured volumes do not see the atrophy
+    # while the true ones do
+    assert all(r["truth"]["813"] > 0 for r in group)
+    # a second run is served from the cache
+    engines["hsynex"].segment = None
+    run_validation(opts, engines=engines)
+
+
+def test_missing_holdout_is_a_user_error(tmp_path):
+    from mri_hsynex.validate.study import find_holdout_maps
+
+    folder, _, _ = _tiny_labels_dir(tmp_path)
+    with pytest.raises(HsynexError, match="no held-out label map"):
+        find_holdout_maps(folder, ("sub-99",))
+    with pytest.raises(HsynexError, match="not found"):
+        find_holdout_maps(tmp_path / "absent", ("sub-08",))
+
+
+@pytest.mark.slow
+@pytest.mark.backend
+def test_validate_command_quick_with_random_networks(tmp_path):
+    """`mri_hsynex validate --quick` end to end with tiny random-weight networks."""
+    import json
+
+    import nibabel as nib
+    from helpers_models import write_tiny_models
+
+    from mri_hsynex.cli.validate import main
+
+    models = write_tiny_models(tmp_path / "models")
+    labels_dir = tmp_path / "labels"
+    labels_dir.mkdir()
+    # 2 mm voxels: a head big enough for the localiser's brain-size check
+    nib.save(nib.Nifti1Image(np.pad(tiny_label_map((32, 32, 32)), 6), tiny_affine(2.0)),
+             labels_dir / "sub-08_labels.nii.gz")
+    out = tmp_path / "out"
+    argv = ["--quick", "--o", str(out), "--model", str(models), "--labels", str(labels_dir),
+            "--no-teacher", "--subjects-dir", str(tmp_path / "none"),
+            "--cache", str(tmp_path / "cache"), "--bench", str(tmp_path / "none"),
+            "--threads", "2"]
+    assert main(argv) == 0
+    text = (out / "validation.md").read_text()
+    assert "## Closing note" in text and "--quick" in text
+    records = json.loads((tmp_path / "cache" / "records.json").read_text())
+    assert sum(r["kind"] == "grid" for r in records) == 4
+    assert sum(r["kind"] == "group" for r in records) == 16
+    assert list((out / "figures").glob("validation_*.png"))
+
+
+def test_validate_command_errors(tmp_path, capsys):
+    from mri_hsynex.cli.validate import main
+
+    assert main([]) == 1
+    assert main(["--o", str(tmp_path / "out"), "--labels", str(tmp_path / "absent")]) == 1
+    assert "ERROR: label-map folder not found" in capsys.readouterr().err

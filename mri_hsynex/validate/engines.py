@@ -1,0 +1,122 @@
+"""The two segmenters compared by the report, behind one small interface.
+
+``HsynexEngine`` wraps :class:`mri_hsynex.predict.Segmenter` (networks loaded once);
+``TeacherEngine`` wraps :class:`mri_hsynex.teacher.Teacher` (the T1-only baseline). Both take an
+image file and return the hard segmentation on its own grid, the volumes of 801-813 (mm^3) and
+the seconds spent. Heavy imports happen inside the methods.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..labels import GROUPINGS, SUBUNIT_IDS
+
+
+@dataclass
+class Segmentation:
+    """Hard labels (801-810, 0 elsewhere) on ``affine``'s grid, volumes per row id (mm^3)."""
+
+    labels: np.ndarray
+    affine: np.ndarray
+    volumes: dict[int, float]
+    seconds: float
+    failed: str | None = None  # the error message when the engine refused the image
+
+
+def failed_segmentation(message: str) -> Segmentation:
+    """What a refused image counts as: no labels (Dice 0), unknown volumes (NaN)."""
+    volumes = _with_groupings({i: float("nan") for i in SUBUNIT_IDS})
+    return Segmentation(np.zeros((1, 1, 1), np.int32), np.eye(4), volumes, float("nan"),
+                        message)
+
+
+def nearest_onto(labels: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
+                 target_affine: np.ndarray) -> np.ndarray:
+    """Resample a label volume onto another grid (nearest neighbour, 0 outside), via world
+    (RAS mm) coordinates: used to score every output on the label map's 1 mm grid."""
+    from scipy import ndimage
+
+    vox_to_vox = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(target_affine, float)
+    return ndimage.affine_transform(np.asarray(labels), vox_to_vox[:3, :3],
+                                    offset=vox_to_vox[:3, 3], output_shape=tuple(shape),
+                                    order=0, mode="constant", cval=0)
+
+
+def _with_groupings(volumes: dict[int, float]) -> dict[int, float]:
+    out = {i: float(volumes.get(i, 0.0)) for i in SUBUNIT_IDS}
+    for group, ids in GROUPINGS.items():
+        out[group] = float(volumes[group]) if group in volumes else sum(out[i] for i in ids)
+    return out
+
+
+class HsynexEngine:
+    """hsynex's cascade (localiser when no aseg is given); loads the networks on first use."""
+
+    name = "hsynex"
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, threads: int | None = None,
+                 seed: int = 0):
+        self.model_dir = model_dir
+        self.threads = threads
+        self.seed = seed
+        self._segmenter = None
+
+    def segment(self, image_path: str | os.PathLike,
+                aseg_path: str | os.PathLike | None = None) -> Segmentation:
+        """Segment one image file; labels on the 1 mm model grid (not the thick-slice input
+        grid, so that Dice measures the segmentation rather than the storage), soft volumes
+        as the tool reports them."""
+        from ..predict.pipeline import Segmenter
+
+        if self._segmenter is None:
+            self._segmenter = Segmenter(model_dir=self.model_dir, threads=self.threads,
+                                        cpu=True, seed=self.seed)
+        t0 = time.perf_counter()
+        result = self._segmenter.segment(Path(image_path), aseg_path=aseg_path,
+                                         resample="model")
+        labels = np.asarray(result.seg, dtype=np.int32)
+        volumes = {int(k): float(v[1]) for k, v in result.volumes.items()}
+        seconds = time.perf_counter() - t0
+        return Segmentation(labels, np.asarray(result.crop_grid.affine, float),
+                            _with_groupings(volumes), seconds)
+
+
+class TeacherEngine:
+    """The T1-only teacher (Billot et al. 2020); loads its weights on first use."""
+
+    name = "teacher"
+
+    def __init__(self, weights_path: str | os.PathLike):
+        self.weights_path = weights_path
+        self._teacher = None
+
+    def segment(self, image_path: str | os.PathLike,
+                aseg_path: str | os.PathLike | None = None) -> Segmentation:
+        """Segment one image file; soft volumes from the posteriors (aseg is not used)."""
+        from ..io import load_volume
+        from ..teacher import Teacher
+
+        if self._teacher is None:
+            self._teacher = Teacher(self.weights_path)
+        t0 = time.perf_counter()
+        seg, posteriors = self._teacher.predict(load_volume(image_path))
+        seconds = time.perf_counter() - t0
+        labels = np.rint(np.asarray(seg.data)).astype(np.int32)
+        voxel_mm3 = float(abs(np.linalg.det(np.asarray(seg.affine)[:3, :3])))
+        post = np.asarray(posteriors.data)
+        volumes: dict[int, float] = {}
+        if post.ndim == 4 and post.shape[-1] == len(SUBUNIT_IDS) + 1:
+            sums = post.reshape(-1, post.shape[-1]).sum(axis=0)
+            pvox = float(abs(np.linalg.det(np.asarray(posteriors.affine)[:3, :3])))
+            volumes = {label: float(sums[k + 1]) * pvox for k, label in enumerate(SUBUNIT_IDS)}
+        else:
+            counts = np.bincount(labels.ravel().clip(0), minlength=max(SUBUNIT_IDS) + 1)
+            volumes = {i: float(counts[i]) * voxel_mm3 for i in SUBUNIT_IDS}
+        return Segmentation(labels, np.asarray(seg.affine, float), _with_groupings(volumes),
+                            seconds)

@@ -1,0 +1,543 @@
+"""``mri_hsynex validate``: run the measurements of issue 8 and write ``validation.md``.
+
+(1) synthetic grid on the held-out label map (contrast x slice thickness x direction), Dice of
+hsynex (localiser, no aseg) and of the T1-only teacher; (2) real held-out T1: hsynex vs the
+teacher; (3) consistency (CV of each volume across the grid); (4) simulated group study
+(atrophy 5/10/15 %, AUROC and rank-sum p, measured vs true volumes); (5) runtime and memory from
+``make bench``. Expensive cases are cached under ``build/validate``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import HsynexError
+from ..labels import SUBUNIT_IDS
+from . import figures, study, tables
+from .contrasts import CONTRASTS, SHELLS_MM, Acquisition
+from .metrics import coefficient_of_variation
+from .tables import SHORT_NAMES, fmt, fmt_p, md_table, mean_subunit_dice, nanmean
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEFAULT_TEACHER = SHARED_DATA / "teacher" / "hypothalamus_seg_model.h5"
+DEFAULT_SUBJECTS = SHARED_DATA / "subjects"
+
+
+@dataclass
+class Options:
+    """Everything a validation run needs (paths relative to the working folder)."""
+
+    out_dir: Path
+    quick: bool = False
+    model_dir: Path | None = None
+    labels_dir: Path = Path("build/labels")
+    teacher_weights: Path | None = None
+    subjects_dir: Path | None = None
+    holdout: tuple[str, ...] = ()
+    threads: int | None = None
+    seed: int = 0
+    cache_dir: Path = Path("build/validate")
+    bench_dir: Path = Path("bench_out")
+    use_teacher: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def default_holdout() -> tuple[str, ...]:
+    """The held-out names of the cascade's training config (``models/train_cascade.json``)."""
+    config = REPO / "models" / "train_cascade.json"
+    try:
+        return tuple(json.loads(config.read_text())["holdout"])
+    except (OSError, KeyError, ValueError):
+        return ("sub-08",)
+
+
+def _engines(opts: Options) -> tuple[dict, dict[str, str]]:
+    from ..predict.networks import find_model_dir
+    from .engines import HsynexEngine, TeacherEngine
+
+    model_dir = find_model_dir(opts.model_dir)
+    engines: dict = {"hsynex": HsynexEngine(model_dir, opts.threads, opts.seed)}
+    fingerprints = {"hsynex": study.folder_fingerprint(model_dir)}
+    weights = opts.teacher_weights
+    if not opts.use_teacher:
+        weights = None
+    elif weights is None and DEFAULT_TEACHER.is_file():
+        weights = DEFAULT_TEACHER
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise HsynexError("teacher weights not found", weights)
+        engines["teacher"] = TeacherEngine(weights)
+        stat = Path(weights).stat()
+        fingerprints["teacher"] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    else:
+        opts.notes.append("The teacher was not run (no weights, or `--no-teacher`), so the "
+                          "teacher columns are missing and the real-T1 reference is the teacher "
+                          "subunits stored in the held-out label map.")
+    opts.model_dir = model_dir
+    return engines, fingerprints
+
+
+def run_validation(opts: Options, engines: dict | None = None) -> Path:
+    """Run every measurement (cached) and write ``<out>/validation.md`` and its figures.
+
+    ``engines`` (name -> object with ``segment(image_path, aseg_path=None)``) replaces hsynex
+    and the teacher, for tests.
+    """
+    t0 = time.time()
+    holdout = opts.holdout or default_holdout()
+    maps = [study.load_label_map(p) for p in study.find_holdout_maps(opts.labels_dir, holdout)]
+    if engines is None:
+        engines, fingerprints = _engines(opts)
+    else:
+        fingerprints = {name: f"test-{id(engine)}" for name, engine in engines.items()}
+    runner = study.Runner(opts.cache_dir, engines, fingerprints, opts.seed)
+    design = study.quick_design() if opts.quick else study.full_design()
+    records: list[dict] = []
+    for lmap in maps:
+        records += study.run_grid(runner, lmap, design)
+    subjects_dir = opts.subjects_dir or (DEFAULT_SUBJECTS if DEFAULT_SUBJECTS.is_dir() else None)
+    for name, image, aseg in study.find_real_subjects(subjects_dir, holdout):
+        reference = next((m for m in maps if name in m.name), None)
+        records += study.run_real(runner, name, image, aseg, reference)
+    for lmap in maps[:1]:  # one held-out map carries the group study
+        for cohort in design.cohorts:
+            records += study.run_cohort(runner, lmap, cohort)
+    out_dir = Path(opts.out_dir)
+    figure_dir = out_dir / "figures"
+    made = [
+        figures.dice_vs_thickness(records, figure_dir / "validation_dice_vs_thickness.png"),
+        figures.qc_montage([opts.cache_dir / "qc" / f"{m.name}_{name}.npz" for m in maps[:1]
+                            for name in design.qc_cases], figure_dir / "validation_qc.png"),
+        figures.group_boxplots(records, figure_dir / "validation_group_study.png"),
+    ]
+    run = {"seconds": time.time() - t0, "records": records, "counts": dict(runner.counts),
+           "maps": maps, "design": design, "holdout": holdout,
+           "figures": [p.relative_to(out_dir) for p in made if p is not None]}
+    text = render(records, opts, run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "validation.md"
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    _write_records(opts.cache_dir / "records.json", records)
+    return path
+
+
+def _write_records(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(records, indent=0))
+    os.replace(tmp, path)
+
+
+# --- markdown -----------------------------------------------------------------------------------
+def render(records: list[dict], opts: Options, run: dict) -> str:
+    """The whole report as markdown."""
+    groups = tables.group_results(records)
+    targets = tables.target_rows(records, groups)
+    parts = [
+        _header(opts, run),
+        _targets_section(targets),
+        _grid_section(records),
+        _real_section(records),
+        _consistency_section(records),
+        _group_section(records, groups),
+        _runtime_section(records, opts, run),
+        _method_section(run),
+        _limits_section(records, targets, groups, opts),
+        _closing(records, targets, groups),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _model_summary(model_dir: Path | None) -> str:
+    if model_dir is None:
+        return "unknown"
+    settings = Path(model_dir) / "model.json"
+    when = ""
+    if settings.is_file():
+        when = time.strftime(" (model.json of %Y-%m-%d %H:%M UTC)",
+                             time.gmtime(settings.stat().st_mtime))
+    try:
+        shown = os.path.relpath(model_dir)
+    except ValueError:
+        shown = str(model_dir)
+    return f"`{shown}`{when}"
+
+
+def _header(opts: Options, run: dict) -> str:
+    design: study.Design = run["design"]
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(run["counts"].items())) or "none (cached)"
+    mode = "`--quick` (machinery check, not a result)" if opts.quick else "full"
+    maps = ", ".join(f"`{m.path.name}`" for m in run["maps"])
+    return "\n".join([
+        "# Validation of hsynex",
+        "",
+        f"Generated by `mri_hsynex validate` (hsynex {__version__}) on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, mode {mode}. "
+        "Do not edit by hand: `make validate` rewrites this file.",
+        "",
+        f"- Networks: {_model_summary(opts.model_dir)}; Keras backend "
+        f"`{os.environ.get('KERAS_BACKEND', '?')}`, CPU, threads: {opts.threads or 'default'}.",
+        f"- Held-out label map(s) (names containing {', '.join(run['holdout'])}): {maps}.",
+        f"- Design: {len(design.grid)} synthetic grid images per engine; group study "
+        f"{design.n_group_scans} simulated scans (hsynex only).",
+        f"- Segmentations run in this invocation: {counts}; wall time "
+        f"{run['seconds'] / 60:.1f} min on {platform.machine()}, {os.cpu_count()} cores "
+        "(cached cases are not re-run).",
+        f"- Images an engine refused (counted as Dice 0, left out of the group statistics): "
+        f"{_failures(run['records'])}.",
+        f"- Seed {opts.seed}; case records: `{opts.cache_dir}/records.json`.",
+    ])
+
+
+def _failures(records: list[dict]) -> str:
+    failed: dict[str, int] = {}
+    for r in records:
+        if r.get("failed"):
+            failed[r["engine"]] = failed.get(r["engine"], 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in sorted(failed.items())) or "none"
+
+
+def _targets_section(targets: list[tables.Target]) -> str:
+    rows = [(t.what, t.goal, fmt(t.value), t.status, t.note) for t in targets]
+    return "## Targets (issue 8)\n\n" + md_table(
+        ["target", "goal", "measured", "status", "note"], rows)
+
+
+def _grid_section(records: list[dict]) -> str:
+    grid = [r for r in records if r["kind"] == "grid"]
+    if not grid:
+        return ""
+    engines = list(dict.fromkeys(r["engine"] for r in grid))
+    acqs = list(dict.fromkeys(r["acq"] for r in grid))
+    headers = ["image"] + [f"{e} {w}" for e in engines for w in ("whole", "mean subunit")]
+    rows = []
+    for acq in acqs:
+        row: list[object] = [acq]
+        for engine in engines:
+            r = next((x for x in grid if x["acq"] == acq and x["engine"] == engine), None)
+            row += [fmt(r["dice"]["813"]) if r else "–", fmt(mean_subunit_dice(r)) if r else "–"]
+        rows.append(row)
+    contrasts = list(dict.fromkeys(r["contrast"] for r in grid))
+    per_sub_headers = ["engine", "contrast"] + [SHORT_NAMES[i] for i in SUBUNIT_IDS] + ["whole"]
+    per_sub = []
+    for engine in engines:
+        for contrast in contrasts:
+            sel = [r for r in grid if r["engine"] == engine and r["contrast"] == contrast]
+            per_sub.append([engine, contrast] + [
+                fmt(nanmean(r["dice"][str(i)] for r in sel), 2) for i in (*SUBUNIT_IDS, 813)])
+    summary = []
+    for engine in engines:
+        for contrast in contrasts:
+            summary.append([engine, contrast,
+                            fmt(tables.grid_dice(records, engine, contrast=contrast)),
+                            fmt(tables.grid_dice(records, engine, contrast=contrast, label=0))])
+    return "\n\n".join([
+        "## 1. Synthetic grid (held-out label map)",
+        "Each image is the held-out label map rendered in one contrast and acquired at one slice "
+        "thickness (stored at that resolution); hsynex runs without an aseg (its localiser finds "
+        "the hypothalamus), the teacher runs as FreeSurfer would. Dice against the map's "
+        "subunits on its 1 mm grid (outputs resampled, nearest neighbour).",
+        "### Mean over thicknesses and directions",
+        md_table(["engine", "contrast", "whole Dice", "mean subunit Dice"], summary),
+        "### Every image",
+        md_table(headers, rows),
+        "### Per subunit (mean over thicknesses and directions)",
+        md_table(per_sub_headers, per_sub),
+        "![Dice vs thickness](figures/validation_dice_vs_thickness.png)",
+        "![QC montage](figures/validation_qc.png)",
+        "QC montage: coronal crops through the hypothalamus (radiological view); label colours "
+        "are FreeSurfer's.",
+    ])
+
+
+def _real_section(records: list[dict]) -> str:
+    real = [r for r in records if r["kind"] == "real" and "dice" in r]
+    if not real:
+        return ("## 2. Real held-out T1\n\nNo held-out subject with a T1 image was found "
+                "(`--subjects-dir`), so this section is empty.")
+    headers = ["subject", "hsynex run", "reference"] + [SHORT_NAMES[i] for i in SUBUNIT_IDS] \
+        + ["mean subunit", "whole"]
+    rows = [[r["subject"], r["variant"], r["reference"]]
+            + [fmt(r["dice"][str(i)], 2) for i in SUBUNIT_IDS]
+            + [fmt(mean_subunit_dice(r)), fmt(r["dice"]["813"])] for r in real]
+    vol_rows = []
+    for r in [x for x in records if x["kind"] == "real"]:
+        vol_rows.append([r["subject"], r["variant"]] + [fmt(r["volumes"][str(i)], 0)
+                                                       for i in (*SUBUNIT_IDS, 813)])
+    return "\n\n".join([
+        "## 2. Real held-out T1",
+        "hsynex with the subject's aseg (`hsynex+aseg`, the recon-all module) and with its own "
+        "localiser (`hsynex`), scored against the teacher's labels on the same scan (the teacher "
+        "is the reference here, not ground truth).",
+        md_table(headers, rows),
+        "Volumes (mm³):",
+        md_table(["subject", "run"] + [SHORT_NAMES[i] for i in (*SUBUNIT_IDS, 813)], vol_rows),
+    ])
+
+
+def _consistency_section(records: list[dict]) -> str:
+    engines = list(dict.fromkeys(r["engine"] for r in records if r["kind"] == "grid"))
+    if not engines:
+        return ""
+    headers = ["structure"] + [f"{e} {c}" for e in engines
+                               for c in ("CV all", "CV 1 mm contrasts", "mean bias")]
+    per_engine = {e: tables.consistency_rows(records, e) for e in engines}
+    rows = []
+    for k, label in enumerate((*SUBUNIT_IDS, 811, 812, 813)):
+        row: list[object] = [SHORT_NAMES[label]]
+        for e in engines:
+            _, cv_all, cv_1mm, bias = per_engine[e][k]
+            row += [_pct(cv_all), _pct(cv_1mm), _pct(bias, signed=True)]
+        rows.append(row)
+    return "\n\n".join([
+        "## 3. Consistency across contrasts and resolutions",
+        "Coefficient of variation (SD / mean) of each volume over all grid images of the same "
+        "label map (the true volume is fixed, so all variation is measurement), over the 1 mm "
+        "images of different contrasts only, and the mean bias of the measured volume against "
+        "the true one.",
+        md_table(headers, rows),
+    ])
+
+
+def _pct(value: float, signed: bool = False) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{value * 100:+.1f} %" if signed else f"{value * 100:.1f} %"
+
+
+def _group_section(records: list[dict], groups: list[tables.GroupResult]) -> str:
+    if not groups:
+        return ""
+    main_rows = []
+    for g in groups:
+        if g.label not in (813, 811, 812):
+            continue
+        main_rows.append([g.cohort, f"{g.fraction:.0%}", SHORT_NAMES[g.label],
+                          f"{g.n_controls}/{g.n_patients}", fmt(g.auroc), fmt_p(g.p),
+                          f"{g.change * 100:+.1f} %", fmt(g.auroc_truth), fmt_p(g.p_truth),
+                          f"{g.change_truth * 100:+.1f} %"])
+    sub_rows = []
+    for g in groups:
+        if g.label in SUBUNIT_IDS and abs(g.fraction - 0.10) < 1e-9:
+            sub_rows.append([g.cohort, SHORT_NAMES[g.label], fmt(g.auroc), fmt_p(g.p),
+                             f"{g.change * 100:+.1f} %", fmt(g.auroc_truth),
+                             f"{g.change_truth * 100:+.1f} %"])
+    dice_rows = []
+    for cohort in dict.fromkeys(r["cohort"] for r in records if r["kind"] == "group"):
+        sel = [r for r in records if r["kind"] == "group" and r["cohort"] == cohort]
+        dice_rows.append([cohort, len(sel), fmt(nanmean(r["dice"]["813"] for r in sel)),
+                          fmt(nanmean(mean_subunit_dice(r) for r in sel))])
+    return "\n\n".join([
+        "## 4. Simulated group study",
+        "Patients: the held-out map with the hypothalamus of each side shrunk by the given "
+        "fraction (voxels nearest its outer surface, away from the third ventricle, become "
+        "ventral DC). Every control and patient gets its own random deformation (per-axis "
+        "scaling N(1, 0.02) about the hypothalamus plus a smooth ≤ ~2 mm displacement) and, in "
+        "the mixed cohort, a fresh contrast (any named one or fully random), slice thickness "
+        "(1/3/5/7 mm) and direction. AUROC = P(control volume > patient volume); p = two-sided "
+        "rank-sum. 'true' = the same statistics on the label maps' own volumes.",
+        md_table(["cohort", "atrophy", "structure", "n C/P", "AUROC", "p", "measured change",
+                  "AUROC true", "p true", "true change"], main_rows),
+        "Per subunit, 10 % atrophy:",
+        md_table(["cohort", "subunit", "AUROC", "p", "measured change", "AUROC true",
+                  "true change"], sub_rows),
+        "Segmentation quality inside the group study (Dice against each simulated map):",
+        md_table(["cohort", "scans", "whole Dice", "mean subunit Dice"], dice_rows),
+        "![group study](figures/validation_group_study.png)",
+    ])
+
+
+def _bench_tables(bench_dir: Path) -> list[str]:
+    parts = []
+    for path in sorted(Path(bench_dir).glob("*.json")) if Path(bench_dir).is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rows = data if isinstance(data, list) else data.get("rows") or data.get("results")
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+            keys = list(dict.fromkeys(k for r in rows for k in r
+                                      if not isinstance(r[k], (dict, list))))
+            parts.append(f"`{path.name}`:\n\n" + md_table(
+                keys, [[_cell(r.get(k)) for k in keys] for r in rows]))
+        else:
+            flat = {k: v for k, v in (data.items() if isinstance(data, dict) else [])
+                    if not isinstance(v, (dict, list))}
+            if flat:
+                parts.append(f"`{path.name}`:\n\n" + md_table(
+                    ["key", "value"], [[k, _cell(v)] for k, v in flat.items()]))
+    return parts
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
+    rows = []
+    for engine in dict.fromkeys(r["engine"] for r in records):
+        for kind in ("grid", "real", "group"):
+            sel = [r for r in records if r["engine"] == engine and r["kind"] == kind]
+            secs = [r["seconds"] for r in sel if np.isfinite(r["seconds"])]
+            failed = sum(1 for r in sel if r.get("failed"))
+            if sel:
+                rows.append([engine, kind, len(sel), failed,
+                             fmt(float(np.mean(secs)), 1) if secs else "–",
+                             fmt(float(np.max(secs)), 1) if secs else "–"])
+    bench = _bench_tables(opts.bench_dir)
+    parts = ["## 5. Runtime and memory",
+             "Seconds per segmentation measured inside this run (model already loaded; includes "
+             "reading the image and post-processing; the machine may have been shared):",
+             md_table(["engine", "images", "n", "refused", "mean s", "max s"], rows)]
+    if bench:
+        parts += ["From `make bench` (`bench_out/*.json`):"] + bench
+    else:
+        parts.append("No `bench_out/*.json` was found: run `make bench` before `make validate` "
+                     "to include runtime and memory per backend here (see also "
+                     "`docs/benchmarks.md`).")
+    return "\n\n".join(parts)
+
+
+def _method_section(run: dict) -> str:
+    design: study.Design = run["design"]
+    a = Acquisition("T1")
+    contrast_rows = [[name] + [f"{CONTRASTS[name][t]:.2f}" for t in
+                               ("wm", "cortex", "deep_gm", "hypothalamus", "ventral_dc", "csf")]
+                     for name in CONTRASTS]
+    shells = ", ".join(f"{t} {d0:g}–{d1:g} mm" for t, d0, d1 in SHELLS_MM)
+    cohorts = "; ".join(f"{c.name}: {c.n} controls + {c.n} patients at "
+                        f"{', '.join(f'{f:.0%}' for f in c.fractions)}" for c in design.cohorts)
+    return "\n\n".join([
+        "## How the test images are made",
+        "`mri_hsynex/validate/contrasts.py`: each aseg label gets a tissue class and the "
+        "contrast's mean for it (± a small per-label jitter, sd "
+        f"{a.label_jitter:g}; the ten subunits share one intensity), maps without "
+        f"extra-cerebral labels get shells around the brain ({shells}) so the image is a whole "
+        "head, then partial-volume blur (σ 0.5 mm), a multiplicative bias field (log-sd "
+        f"{a.bias:g}), thick-slice acquisition (Gaussian slice profile with FWHM = thickness, "
+        "resampled every `thickness` mm along S for axial or A for coronal, stored at that "
+        f"resolution with the matching affine) and Rician noise (sd {a.noise:g} of the brightest "
+        "tissue). 'random' draws every label class and tissue uniformly. Tissue means:",
+        md_table(["contrast", "WM", "cortex", "deep GM", "hypothalamus", "ventral DC", "CSF"],
+                 contrast_rows),
+        f"Group study: {cohorts}.",
+    ])
+
+
+def _limits_section(records: list[dict], targets: list[tables.Target],
+                    groups: list[tables.GroupResult], opts: Options) -> str:
+    lines = ["## Notes and limits"]
+    lines += [f"- {n}" for n in opts.notes]
+    if opts.quick:
+        lines.append("- This is a `--quick` run (4 grid images, n = 4 per group): the numbers "
+                     "check the machinery and are not results.")
+    lines += [
+        "- One held-out label map (the only subject kept out of training); its subunits are the "
+        "teacher's labels on the real T1, so every 'truth' here is the teacher's idea of the "
+        "subunits. The anterior subunits are tiny (tens of voxels), so their Dice is noisy and "
+        "low for any method.",
+        "- The synthetic test images come from a simpler model (fixed tissue means per contrast) "
+        "than the training generator (random Gaussian mixtures), and they are not real scans; "
+        "the real-T1 section is the only check on real images.",
+    ]
+    lines += [f"- {d}" for d in diagnose(records, targets, groups)]
+    return "\n".join(lines)
+
+
+def diagnose(records: list[dict], targets: list[tables.Target],
+             groups: list[tables.GroupResult]) -> list[str]:
+    """Data-driven sentences on what limits each missed target (and what would close it)."""
+    notes = []
+    missed = {t.what.split(":")[0] for t in targets if t.met is False}
+    syn_t1 = tables.grid_dice(records, "hsynex", contrast="T1")
+    syn_t1_sub = tables.grid_dice(records, "hsynex", contrast="T1", label=0)
+    real = [r for r in records if r["kind"] == "real" and r.get("variant") == "hsynex+aseg"]
+    if "real held-out T1" in missed and real:
+        real_whole = nanmean(r["dice"]["813"] for r in real)
+        worst = min(SUBUNIT_IDS, key=lambda i: nanmean(r["dice"][str(i)] for r in real))
+        if np.isfinite(syn_t1) and syn_t1 > real_whole + 0.05:
+            cause = (f"hsynex does better on the synthetic T1-like images of the same anatomy "
+                     f"(whole {syn_t1:.3f}, subunits {syn_t1_sub:.3f}) than on the real scan "
+                     f"({real_whole:.3f}): the gap is synthetic-to-real (generator realism: "
+                     "bias, texture, partial volume of the real hypothalamus borders)")
+        else:
+            cause = (f"hsynex is no better on synthetic T1-like images of the same anatomy "
+                     f"(whole {fmt(syn_t1)}, subunits {fmt(syn_t1_sub)}), so the networks "
+                     "themselves are the limit (training steps, capacity, only a handful of "
+                     "real label maps with subunits to train on)")
+        notes.append(f"Real-T1 Dice: {cause}. Weakest subunit: {SHORT_NAMES[worst]}. Longer "
+                     "training, more label maps with subunits and larger stage-2 networks are "
+                     "the levers; test-time left/right flipping helps the small subunits.")
+    gap = next((t for t in targets if t.what.startswith("synthetic non-T1")), None)
+    if gap is not None and gap.met is False:
+        grid = [r for r in records if r["kind"] == "grid" and r["engine"] == "hsynex"]
+        by_thick = {th: nanmean(r["dice"]["813"] for r in grid if r["thickness_mm"] == th)
+                    for th in sorted({r["thickness_mm"] for r in grid})}
+        notes.append("Contrast gap: " + gap.note + "; hsynex whole Dice by thickness "
+                     + ", ".join(f"{th:g} mm {v:.3f}" for th, v in by_thick.items())
+                     + ". Contrasts where the hypothalamus and ventral DC are nearly isointense "
+                     "leave only shape context; more training steps with thick-slice "
+                     "augmentation and the aseg mask (when available) are what would close it.")
+    for g in (tables.find_group(groups, p, 0.10) for p in ("T1-like", "FLAIR-like 5")):
+        if g is None:
+            continue
+        goal = 0.9 if g.cohort.startswith("T1") else 0.8
+        if g.auroc >= goal:
+            continue
+        controls = [r for r in records if r["kind"] == "group" and r["cohort"] == g.cohort
+                    and r["group"] == "control"]
+        cv_meas = coefficient_of_variation([r["volumes"]["813"] for r in controls])
+        cv_true = coefficient_of_variation([r["truth"]["813"] for r in controls])
+        causes = []
+        if abs(g.change) < 0.7 * abs(g.change_truth):
+            causes.append("the segmentation under-reports the shrinkage")
+        if cv_meas > cv_true:
+            causes.append("the measurement adds noise to the anatomical spread")
+        if g.auroc_truth < goal:
+            causes.append("even the true volumes do not reach the goal at this n")
+        notes.append(f"Atrophy detection ({g.cohort}): AUROC {g.auroc:.3f} vs {g.auroc_truth:.3f}"
+                     f" on the true volumes; measured change {_pct(g.change, True)} for a true "
+                     f"{_pct(g.change_truth, True)}; control volumes vary by CV "
+                     f"{_pct(cv_meas)} measured vs {_pct(cv_true)} true"
+                     + (": " + "; ".join(causes) if causes else "")
+                     + ". More accurate whole-hypothalamus boundaries (stage 1: more training, "
+                     "thick-slice augmentation) are what would close it.")
+    teacher = next((t for t in targets if t.what.startswith("teacher")), None)
+    if teacher is not None and teacher.met is False:
+        notes.append("The teacher is not clearly worse off-contrast here (" + teacher.note
+                     + "): hsynex's own off-contrast accuracy is the limit, not the baseline.")
+    return notes
+
+
+def _closing(records: list[dict], targets: list[tables.Target],
+             groups: list[tables.GroupResult]) -> str:
+    t1 = tables.grid_dice(records, "hsynex", contrast="T1")
+    off = tables.grid_dice(records, "hsynex", exclude_contrast="T1")
+    teacher_t1 = tables.grid_dice(records, "teacher", contrast="T1")
+    teacher_off = tables.grid_dice(records, "teacher", exclude_contrast="T1")
+    met = sum(1 for t in targets if t.met)
+    measured = sum(1 for t in targets if t.met is not None)
+    lines = ["## Closing note", "",
+             f"Targets met: {met} of {measured} measured ({len(targets)} in all).",
+             f"Synthetic whole Dice, hsynex: T1-like {fmt(t1)}, other contrasts {fmt(off)}; "
+             f"teacher: T1-like {fmt(teacher_t1)}, other contrasts {fmt(teacher_off)}."]
+    for t in targets[:2]:
+        lines.append(f"{t.what}: {fmt(t.value)} ({t.status}).")
+    for prefix in ("T1-like", "FLAIR-like 5", "mixed"):
+        g = tables.find_group(groups, prefix, 0.10)
+        if g:
+            lines.append(f"10 % atrophy, {g.cohort}: AUROC {fmt(g.auroc)} (true volumes "
+                         f"{fmt(g.auroc_truth)}), p {fmt_p(g.p)}.")
+    return "\n".join(lines)

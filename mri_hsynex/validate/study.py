@@ -1,0 +1,448 @@
+"""Running the measurements of the validation report, one cached *case* at a time.
+
+A case is one synthetic (or real) image segmented by one engine; its record (a JSON-able dict
+with Dice, volumes, true volumes and seconds) is cached under ``<cache>/cases`` keyed by the
+networks, the label map, the case and the seed, so an interrupted or repeated run only does
+what is new. Label maps keep their own orientation; all scoring is on the label map's 1 mm grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HsynexError
+from ..labels import SUBUNIT_IDS, VENTRAL_DC_IDS
+from . import anatomy, contrasts
+from .contrasts import Acquisition
+from .engines import Segmentation, failed_segmentation, nearest_onto
+from .metrics import dice_table
+
+CASE_VERSION = 1  # bump when a change makes cached case records stale
+THICKNESSES_MM = (1.0, 3.0, 5.0, 7.0)
+ORIENTATIONS = ("axial", "coronal")
+
+
+# --- the design ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cohort:
+    """One simulated group study: ``n`` controls and ``n`` patients per atrophy fraction.
+
+    ``contrast``/``thickness_mm``/``orientation`` None: drawn afresh for every subject (contrast
+    from all named ones and fully random, thickness from ``THICKNESSES_MM``).
+    """
+
+    name: str
+    fractions: tuple[float, ...]
+    n: int
+    contrast: str | None = None
+    thickness_mm: float | None = None
+    orientation: str | None = None
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a run measures (the full report or the ``--quick`` machinery check)."""
+
+    grid: tuple[Acquisition, ...]
+    cohorts: tuple[Cohort, ...]
+    qc_cases: tuple[str, ...] = ()  # acquisition names shown in the QC montage
+
+    @property
+    def n_group_scans(self) -> int:
+        return sum(c.n * (1 + len(c.fractions)) for c in self.cohorts)
+
+
+def full_design() -> Design:
+    """6 contrasts x (1 mm + 3/5/7 mm axial and coronal) = 42 grid images; 160 group scans."""
+    grid = []
+    for contrast in contrasts.CONTRAST_NAMES:
+        grid.append(Acquisition(contrast, 1.0))
+        for thickness in THICKNESSES_MM[1:]:
+            for orientation in ORIENTATIONS:
+                grid.append(Acquisition(contrast, thickness, orientation))
+    cohorts = (
+        Cohort("T1-like 1 mm", (0.10,), 20, "T1", 1.0, "axial"),
+        Cohort("FLAIR-like 5 mm axial", (0.10,), 20, "FLAIR", 5.0, "axial"),
+        Cohort("mixed contrasts and thicknesses", (0.05, 0.10, 0.15), 20),
+    )
+    qc = tuple(a.name for a in grid if a.thickness_mm in (1.0, 5.0)
+               and a.orientation == "axial")
+    return Design(tuple(grid), cohorts, qc)
+
+
+def quick_design() -> Design:
+    """2 contrasts x 2 thicknesses, n = 4 per group: checks the machinery in a few minutes."""
+    grid = tuple(Acquisition(c, t, "axial") for c in ("T1", "FLAIR") for t in (1.0, 5.0))
+    cohorts = (
+        Cohort("T1-like 1 mm", (0.10,), 4, "T1", 1.0, "axial"),
+        Cohort("FLAIR-like 5 mm axial", (0.10,), 4, "FLAIR", 5.0, "axial"),
+    )
+    return Design(grid, cohorts, tuple(a.name for a in grid))
+
+
+# --- inputs -------------------------------------------------------------------------------------
+@dataclass
+class LabelMap:
+    """A held-out label map, cropped to the head (1 mm, its own orientation)."""
+
+    name: str
+    path: Path
+    labels: np.ndarray
+    affine: np.ndarray
+    fingerprint: str
+
+    @property
+    def voxel_mm3(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha1 of a file's bytes (label maps are small once compressed)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def folder_fingerprint(folder: Path | None) -> str:
+    """Names, sizes and modification times of a folder's files (the networks)."""
+    if folder is None or not Path(folder).is_dir():
+        return "none"
+    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+             for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def find_holdout_maps(labels_dir: Path, holdout: tuple[str, ...]) -> list[Path]:
+    """Label maps in ``labels_dir`` whose file name contains one of the ``holdout`` strings."""
+    if not Path(labels_dir).is_dir():
+        raise HsynexError("label-map folder not found", labels_dir)
+    suffixes = (".nii", ".nii.gz", ".mgz")
+    maps = sorted(p for p in Path(labels_dir).iterdir()
+                  if p.name.endswith(suffixes) and any(h in p.name for h in holdout))
+    if not maps:
+        raise HsynexError(f"no held-out label map (name containing {' or '.join(holdout)}) in",
+                          labels_dir)
+    return maps
+
+
+def load_label_map(path: Path) -> LabelMap:
+    """Load a label map (integer ids; float storage is rounded), crop it to the head."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        data = np.asarray(image.dataobj)
+    except Exception as err:  # nibabel raises many types for unreadable files
+        raise HsynexError(f"cannot read label map ({err.__class__.__name__})", path) from err
+    if data.ndim != 3:
+        raise HsynexError("label map is not a 3-D volume", path)
+    labels = np.rint(data).astype(np.int32)
+    if not np.isin(labels, SUBUNIT_IDS).any():
+        raise HsynexError("label map has no hypothalamic subunits (801-810)", path)
+    labels, affine = contrasts.crop_to_head(labels, image.affine)
+    name = path.name.split(".")[0].removesuffix("_labels")
+    return LabelMap(name, path, labels, affine, file_fingerprint(path))
+
+
+# --- cases --------------------------------------------------------------------------------------
+@dataclass
+class Runner:
+    """Runs and caches cases; ``engines`` maps an engine name to an object with ``segment``."""
+
+    cache_dir: Path
+    engines: dict[str, object]
+    engine_fingerprints: dict[str, str]
+    seed: int = 0
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
+    counts: dict[str, int] = field(default_factory=dict)  # segmentations actually run
+
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir)
+        (self.cache_dir / "cases").mkdir(parents=True, exist_ok=True)
+        (self.cache_dir / "qc").mkdir(parents=True, exist_ok=True)
+
+    def case_seed(self, *parts: object) -> int:
+        """A seed of its own for each case, derived from the run's seed and the case's name."""
+        text = json.dumps([self.seed, *[str(p) for p in parts]])
+        return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+
+    def _key(self, engine: str, spec: dict) -> Path:
+        text = json.dumps([CASE_VERSION, self.engine_fingerprints.get(engine), self.seed, spec],
+                          sort_keys=True)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:20]
+        return self.cache_dir / "cases" / f"{engine}-{digest}.json"
+
+    def cached(self, engine: str, spec: dict) -> dict | None:
+        path = self._key(engine, spec)
+        if path.is_file():
+            return json.loads(path.read_text())
+        return None
+
+    def store(self, engine: str, spec: dict, record: dict) -> dict:
+        path = self._key(engine, spec)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+        return record
+
+    def segment(self, engine: str, image_path: Path, aseg_path: Path | None = None
+                ) -> Segmentation:
+        """Run one engine on one image; a refused image (HsynexError, e.g. no brain found) is
+        logged and counts as a failed segmentation (Dice 0, volumes unknown)."""
+        self.counts[engine] = self.counts.get(engine, 0) + 1
+        try:
+            return self.engines[engine].segment(image_path, aseg_path=aseg_path)
+        except HsynexError as err:
+            self.log(f"  {engine} failed on {Path(image_path).name}: {err.what}")
+            return failed_segmentation(err.what)
+
+
+def write_image(path: Path, image: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a synthetic test image (float32 NIfTI, RAS affine) atomically."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    nib.save(nib.Nifti1Image(image.astype(np.float32), affine), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _score(seg: Segmentation, lmap: LabelMap, truth: np.ndarray) -> dict[str, float]:
+    on_grid = nearest_onto(seg.labels, seg.affine, truth.shape, lmap.affine)
+    return {str(k): v for k, v in dice_table(truth, on_grid).items()}
+
+
+def _jsonable_volumes(volumes: dict[int, float]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in volumes.items()}
+
+
+def run_grid(runner: Runner, lmap: LabelMap, design: Design) -> list[dict]:
+    """Section 1: each grid acquisition of the held-out map, segmented by every engine."""
+    records = []
+    truth_volumes = _jsonable_volumes(anatomy.label_volumes(lmap.labels, lmap.voxel_mm3))
+    work = runner.cache_dir / "images" / lmap.name
+    for k, acq in enumerate(design.grid):
+        spec = {"kind": "grid", "map": lmap.fingerprint, "acq": asdict(acq)}
+        todo = [e for e in runner.engines if runner.cached(e, spec) is None]
+        image_path = work / f"grid_{acq.name}.nii.gz"
+        if todo:
+            image, affine = contrasts.synthesize(lmap.labels, lmap.affine, acq,
+                                                 runner.case_seed("grid", lmap.name, acq.name))
+            write_image(image_path, image, affine)
+        segs = {}
+        for engine in runner.engines:
+            record = runner.cached(engine, spec)
+            if record is None:
+                seg = runner.segment(engine, image_path)
+                segs[engine] = seg
+                record = runner.store(engine, spec, {
+                    "kind": "grid", "map": lmap.name, "engine": engine, **asdict(acq),
+                    "acq": acq.name, "dice": _score(seg, lmap, lmap.labels),
+                    "volumes": _jsonable_volumes(seg.volumes), "truth": truth_volumes,
+                    "seconds": seg.seconds, "failed": seg.failed})
+            records.append(record)
+            runner.log(f"[grid {k + 1}/{len(design.grid)}] {lmap.name} {acq.name:>20s} "
+                       f"{engine:>7s}: whole Dice {record['dice']['813']:.3f} "
+                       f"({record['seconds']:.1f} s{'' if engine in segs else ', cached'})")
+        if acq.name in design.qc_cases and segs:
+            save_qc_slices(runner.cache_dir / "qc" / f"{lmap.name}_{acq.name}.npz", lmap,
+                           image_path, segs)
+        image_path.unlink(missing_ok=True)
+    return records
+
+
+def _cohort_subjects(runner: Runner, cohort: Cohort) -> list[dict]:
+    """The subjects of a cohort: group, atrophy fraction, acquisition and seed, all fixed by the
+    run's seed."""
+    subjects = []
+    groups = [("control", 0.0)] + [("patient", f) for f in cohort.fractions]
+    for group, fraction in groups:
+        for i in range(cohort.n):
+            seed = runner.case_seed("group", cohort.name, group, fraction, i)
+            rng = np.random.default_rng(seed)
+            contrast = cohort.contrast or str(rng.choice(contrasts.CONTRAST_NAMES))
+            thickness = cohort.thickness_mm or float(rng.choice(THICKNESSES_MM))
+            orientation = cohort.orientation or str(rng.choice(ORIENTATIONS))
+            subjects.append({"group": group, "fraction": fraction, "index": i, "seed": seed,
+                             "acq": Acquisition(contrast, thickness, orientation)})
+    return subjects
+
+
+def run_cohort(runner: Runner, lmap: LabelMap, cohort: Cohort, engine: str = "hsynex"
+               ) -> list[dict]:
+    """Section 4: simulate, segment and measure one cohort (hsynex only: the teacher is not
+    meant for non-T1 scans and would double the cost)."""
+    shrunk = {f: anatomy.shrink_hypothalamus(lmap.labels, f, contrasts.voxel_sizes(lmap.affine))
+              for f in cohort.fractions}
+    work = runner.cache_dir / "images" / lmap.name
+    records = []
+    subjects = _cohort_subjects(runner, cohort)
+    for k, subject in enumerate(subjects):
+        acq: Acquisition = subject["acq"]
+        spec = {"kind": "group", "map": lmap.fingerprint, "cohort": asdict(cohort),
+                "group": subject["group"], "fraction": subject["fraction"],
+                "index": subject["index"], "acq": asdict(acq)}
+        record = runner.cached(engine, spec)
+        cached = record is not None
+        if record is None:
+            rng = np.random.default_rng(subject["seed"])
+            base = shrunk[subject["fraction"]] if subject["fraction"] else lmap.labels
+            labels = anatomy.random_deformation(
+                base, rng, voxel_mm=float(contrasts.voxel_sizes(lmap.affine).mean()))
+            truth = anatomy.label_volumes(labels, lmap.voxel_mm3)
+            image, affine = contrasts.synthesize(labels, lmap.affine, acq,
+                                                 int(rng.integers(2**31)))
+            image_path = write_image(work / f"group_{subject['seed']}.nii.gz", image, affine)
+            try:
+                seg = runner.segment(engine, image_path)
+            finally:
+                image_path.unlink(missing_ok=True)
+            record = runner.store(engine, spec, {
+                "kind": "group", "map": lmap.name, "engine": engine, "cohort": cohort.name,
+                "group": subject["group"], "fraction": subject["fraction"],
+                "index": subject["index"], "acq": acq.name, "contrast": acq.contrast,
+                "thickness_mm": acq.thickness_mm, "orientation": acq.orientation,
+                "volumes": _jsonable_volumes(seg.volumes),
+                "truth": _jsonable_volumes(truth), "dice": _score(seg, lmap, labels),
+                "seconds": seg.seconds, "failed": seg.failed})
+        records.append(record)
+        runner.log(f"[{cohort.name} {k + 1}/{len(subjects)}] {record['group']} "
+                   f"{record['fraction']:.0%} {record['acq']}: whole "
+                   f"{record['volumes']['813']:.0f} mm3 (true {record['truth']['813']:.0f})"
+                   f"{' cached' if cached else ''}")
+    return records
+
+
+# --- real scans ---------------------------------------------------------------------------------
+SUBJECT_IMAGES = ("mri/T1.mgz", "mri/norm.mgz", "mri/orig.mgz")
+
+
+def find_real_subjects(subjects_dir: Path | None, holdout: tuple[str, ...]
+                       ) -> list[tuple[str, Path, Path | None]]:
+    """Held-out subjects with a T1 image: ``(name, image, aseg or None)``."""
+    if subjects_dir is None or not Path(subjects_dir).is_dir():
+        return []
+    found = []
+    for subject in sorted(Path(subjects_dir).iterdir()):
+        if not any(h in subject.name for h in holdout):
+            continue
+        image = next((subject / p for p in SUBJECT_IMAGES if (subject / p).is_file()), None)
+        if image is None:
+            continue
+        aseg = subject / "mri" / "aseg.mgz"
+        found.append((subject.name, image, aseg if aseg.is_file() else None))
+    return found
+
+
+def run_real(runner: Runner, name: str, image: Path, aseg: Path | None,
+             reference: LabelMap | None = None) -> list[dict]:
+    """Section 2: a real T1 scan segmented by hsynex (with the aseg and with the localiser) and by
+    the teacher; Dice of hsynex against the teacher on the scan's grid. Without the teacher,
+    the teacher subunits stored in the held-out label map (``reference``) serve instead."""
+    import nibabel as nib
+
+    t1 = nib.load(image)
+    shape, affine = t1.shape[:3], t1.affine
+    fingerprint = file_fingerprint(image)
+    variants = [("hsynex+aseg", "hsynex", aseg), ("hsynex", "hsynex", None)]
+    if aseg is None:
+        variants = variants[1:]
+    segs: dict[str, dict] = {}
+    teacher_labels = None
+    if "teacher" in runner.engines:
+        spec = {"kind": "real", "image": fingerprint, "variant": "teacher"}
+        record = runner.cached("teacher", spec)
+        npz = runner.cache_dir / "cases" / f"real_{name}_teacher.npz"
+        if record is None or not npz.is_file():
+            seg = runner.segment("teacher", image)
+            teacher_labels = nearest_onto(seg.labels, seg.affine, shape, affine)
+            np.savez_compressed(npz, labels=teacher_labels)
+            record = runner.store("teacher", spec, {
+                "kind": "real", "subject": name, "engine": "teacher", "variant": "teacher",
+                "volumes": _jsonable_volumes(seg.volumes), "seconds": seg.seconds,
+                "failed": seg.failed})
+        else:
+            teacher_labels = np.load(npz)["labels"]
+        segs["teacher"] = record
+        reference_name = "teacher (run here)"
+    elif reference is not None:
+        teacher_labels = nearest_onto(reference.labels, reference.affine, shape, affine)
+        teacher_labels = np.where(np.isin(teacher_labels, SUBUNIT_IDS), teacher_labels, 0)
+        reference_name = f"teacher subunits of {reference.path.name}"
+    else:
+        return []
+    records = []
+    for variant, engine, aseg_path in variants:
+        spec = {"kind": "real", "image": fingerprint, "variant": variant,
+                "reference": reference_name}
+        record = runner.cached(engine, spec)
+        if record is None:
+            seg = runner.segment(engine, image, aseg_path=aseg_path)
+            on_grid = nearest_onto(seg.labels, seg.affine, shape, affine)
+            record = runner.store(engine, spec, {
+                "kind": "real", "subject": name, "engine": engine, "variant": variant,
+                "reference": reference_name,
+                "dice": {str(k): v for k, v in dice_table(teacher_labels, on_grid).items()},
+                "volumes": _jsonable_volumes(seg.volumes), "seconds": seg.seconds,
+                "failed": seg.failed})
+        records.append(record)
+        runner.log(f"[real] {name} {variant}: whole Dice vs {reference_name} "
+                   f"{record['dice']['813']:.3f}")
+    records.extend(segs.values())
+    return records
+
+
+# --- QC slices ----------------------------------------------------------------------------------
+def coronal_crop(volume: np.ndarray, affine: np.ndarray, centre_world: np.ndarray,
+                 half_mm: int = 24, order: int = 0) -> np.ndarray:
+    """A coronal slice (1 mm pixels, rows superior -> inferior, columns right -> left, i.e.
+    radiological) of ``half_mm`` around a world point, resampled from any grid."""
+    from scipy import ndimage
+
+    offsets = np.arange(-half_mm, half_mm + 1, dtype=float)
+    s, x = np.meshgrid(offsets[::-1], offsets[::-1], indexing="ij")
+    world = np.stack([centre_world[0] + x, np.full_like(x, centre_world[1]),
+                      centre_world[2] + s, np.ones_like(x)])
+    vox = np.tensordot(np.linalg.inv(affine), world, axes=1)[:3]
+    return ndimage.map_coordinates(np.asarray(volume, dtype=np.float32), vox, order=order,
+                                   mode="constant", cval=0)
+
+
+def hypothalamus_centre(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World (RAS mm) centre of the hypothalamus (or of the ventral DCs without it)."""
+    idx = np.argwhere(np.isin(labels, SUBUNIT_IDS))
+    if idx.size == 0:
+        idx = np.argwhere(np.isin(labels, VENTRAL_DC_IDS))
+    if idx.size == 0:
+        idx = np.argwhere(labels > 0)
+    return affine[:3, :3] @ idx.mean(axis=0) + affine[:3, 3]
+
+
+def save_qc_slices(path: Path, lmap: LabelMap, image_path: Path,
+                   segs: dict[str, Segmentation]) -> None:
+    """Store coronal crops (image, truth, each engine) of one grid case for the QC montage."""
+    import nibabel as nib
+
+    image = nib.load(image_path)
+    centre = hypothalamus_centre(lmap.labels, lmap.affine)
+    crops = {"image": coronal_crop(np.asarray(image.dataobj), image.affine, centre, order=1),
+             "truth": coronal_crop(lmap.labels, lmap.affine, centre)}
+    if path.is_file():  # engines run earlier keep their crops
+        with np.load(path) as old:
+            crops = {**{k: old[k] for k in old.files}, **crops}
+    for engine, seg in segs.items():
+        crops[engine] = coronal_crop(seg.labels, seg.affine, centre)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **crops)
+    os.replace(tmp, path)
