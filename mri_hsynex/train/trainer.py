@@ -82,6 +82,7 @@ class Trainer:
         self.generator = build_generator(self.gen_cfg, seed=seed + 104729 * step)
         self.held_paths = held
         self.model = self._load_or_build(resume, init_dir)
+        self._trim_logs(step)
         (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
 
     # --- model -----------------------------------------------------------------------------------
@@ -205,6 +206,23 @@ class Trainer:
         self._save("last.keras")
         with atomic_path(self.run_dir / "state.json") as tmp:
             Path(tmp).write_text(json.dumps(self.state))
+
+    def _trim_logs(self, step: int) -> None:
+        """Drop log rows after ``step`` (work done after the checkpoint we start from)."""
+        for name in ("train_log.csv", "validation.csv"):
+            path = self.run_dir / name
+            if not path.exists():
+                continue
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            kept = [r for r in rows if int(r["step"]) <= step]
+            if len(kept) == len(rows):
+                continue
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                if rows:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(kept)
 
     def _log(self, name: str, row: dict) -> None:
         path = self.run_dir / name
