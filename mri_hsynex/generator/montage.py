@@ -1,5 +1,5 @@
 """A montage of synthetic samples: one row per sample, the three mid-slices (sagittal, coronal,
-axial, RAS) of the image with the label boundaries drawn in colour."""
+axial, RAS) of the image with the boundaries of the labels around the hypothalamus in colour."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import labels as label_tables
+
+# Labels outlined in the montage: the hypothalamus and its neighbours (all labels would hide
+# the image).
+CONTOURED = (label_tables.SUBUNIT_IDS + label_tables.VENTRAL_DC_IDS
+             + (label_tables.THIRD_VENTRICLE, label_tables.OPTIC_CHIASM,
+                label_tables.LEFT_THALAMUS, label_tables.RIGHT_THALAMUS))
 
 
 def label_colours(max_label: int) -> np.ndarray:
@@ -33,13 +39,15 @@ def boundaries(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
-def _overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """RGB (H, W, 3) of a 2-D image in [0, 1] with coloured label boundaries (labels 0 and
-    >= len(colours) draw no boundary colour of their own)."""
+def _overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray,
+             contoured: Sequence[int]) -> np.ndarray:
+    """RGB (H, W, 3) of a 2-D image in [0, 1] with the boundaries of the ``contoured`` labels
+    drawn in their colours."""
     rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1)
-    edge = boundaries(labels) & (labels > 0)
-    safe = np.where(labels < len(colours), labels, 0)
-    rgb[edge] = colours[safe[edge]]
+    keep = np.isin(labels, np.asarray(contoured)) & (labels < len(colours))
+    shown = np.where(keep, labels, 0)
+    edge = boundaries(shown) & keep
+    rgb[edge] = colours[shown[edge]]
     return rgb
 
 
@@ -51,8 +59,10 @@ def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
 
 
 def montage_png(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                titles: Sequence[str] | None = None, max_label: int = 830) -> bytes:
-    """PNG bytes of the montage of (X, Y, Z) images in [0, 1] and their (X, Y, Z) labels."""
+                titles: Sequence[str] | None = None, max_label: int = 830,
+                contoured: Sequence[int] = CONTOURED) -> bytes:
+    """PNG bytes of the montage of (X, Y, Z) images in [0, 1] and their (X, Y, Z) labels
+    (the boundaries of the ``contoured`` label ids drawn in colour)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +75,8 @@ def montage_png(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         for c, (im2d, lab2d, view) in enumerate(zip(mid_slices(image), mid_slices(lab),
                                                     ("sagittal", "coronal", "axial"))):
             ax = axes[r][c]
-            ax.imshow(_overlay(im2d, lab2d, colours), origin="lower", interpolation="nearest")
+            ax.imshow(_overlay(im2d, lab2d, colours, contoured), origin="lower",
+                      interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
