@@ -39,8 +39,8 @@ import pandas as pd
 from ..errors import HsynexError
 from ..labels import ALL_OUTPUT_ROWS
 from .files import atomic_output
+from .table import ETIV_COLUMN
 
-ETIV_COLUMN = "EstimatedTotalIntraCranialVol"
 ADJUST_METHODS = ("residual", "ratio", "none")
 RESULTS_NAME = "groupstats.tsv"
 ADJUSTED_NAME = "groupstats_adjusted_volumes.tsv"

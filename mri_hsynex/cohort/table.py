@@ -62,38 +62,24 @@ def subjects_with_stats(subjects_dir: str | os.PathLike,
 
 def read_structure_values(path: str | os.PathLike, meas: str = "volume") -> dict[str, float]:
     """StructName -> Volume_mm3 (``meas="volume"``) or NVoxels of a stats file, read with
-    asegstats2table's rules: every line not starting with ``#`` is a row, column 2 SegId,
-    3 NVoxels, 4 Volume_mm3, 5 StructName."""
-    column = {"nvoxels": 2, "volume": 3}[meas]
-    try:
-        lines = Path(path).read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise HsynexError(f"cannot read the stats file ({err})", path) from err
-    values: dict[str, float] = {}
-    for line in lines:
-        if line.startswith("#") or not line.strip():
-            continue
-        words = line.split()
-        try:
-            values[words[4]] = float(words[column])
-        except (IndexError, ValueError) as err:
-            raise HsynexError(f"not a stats row ({line.strip()!r})", path) from err
-    if not values:
+    asegstats2table's rules (``mri_hsynex.stats.read_stats``: every line not starting with ``#``
+    is a row, column 2 SegId, 3 NVoxels, 4 Volume_mm3, 5 StructName)."""
+    from ..stats import read_stats
+
+    rows = read_stats(path).rows
+    if not rows:
         raise HsynexError("no rows in the stats file", path)
-    return values
+    if meas == "nvoxels":
+        return {row.name: float(row.nvoxels) for row in rows}
+    return {row.name: float(row.volume_mm3) for row in rows}
 
 
 def _etiv(subject_dir: Path) -> float | None:
     """eTIV (mm^3) from the subject's ``stats/aseg.stats``, None when that file is absent."""
+    from ..stats import read_etiv
+
     path = subject_dir / C.SUBJECT_ASEG_STATS
-    if not path.is_file():
-        return None
-    # TODO(stats): use mri_hsynex.stats.read_etiv once it lands
-    for line in path.read_text().splitlines():
-        if line.startswith("# Measure") and ("EstimatedTotalIntraCranialVol" in line
-                                              or "IntraCranialVol" in line):
-            return float(line.split(",")[3])
-    raise HsynexError("no eTIV (EstimatedTotalIntraCranialVol) in", path)
+    return read_etiv(path) if path.is_file() else None
 
 
 def build_table(subjects_dir: str | os.PathLike, subjects: list[str], meas: str = "volume",
