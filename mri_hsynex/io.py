@@ -61,13 +61,70 @@ def _check_affine(affine: np.ndarray, path) -> np.ndarray:
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise HsynexError("the image's affine (voxel-to-world matrix) is not finite", path)
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise HsynexError("the image's affine (voxel-to-world matrix) is singular", path)
     sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    if np.any(sizes <= 0) or np.any(sizes > MAX_VOXEL_MM):
-        raise HsynexError(f"voxel size {np.round(sizes, 3).tolist()} mm is outside "
-                          f"(0, {MAX_VOXEL_MM:g}] mm", path)
+    _check_voxel_sizes(sizes, path)
+    # Relative test: columns (nearly) parallel make the grid degenerate whatever the voxel size.
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(sizes)):
+        raise HsynexError("the image's affine (voxel-to-world matrix) is singular", path)
     return affine
+
+
+# Smallest voxel accepted (mm): far below any MRI (ex-vivo scans reach ~0.05 mm), it catches
+# headers whose voxel size is zero up to rounding.
+MIN_VOXEL_MM = 1e-3
+
+
+def _check_voxel_sizes(sizes, path) -> None:
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if not np.all(np.isfinite(sizes)) or np.any(sizes < MIN_VOXEL_MM) or \
+            np.any(sizes > MAX_VOXEL_MM):
+        raise HsynexError(f"voxel size {np.round(sizes, 3).tolist()} mm is outside "
+                          f"[{MIN_VOXEL_MM:g}, {MAX_VOXEL_MM:g}] mm", path)
+
+
+def _check_header_voxel_sizes(img, path: Path) -> None:
+    """Voxel sizes as the file stores them, before nibabel repairs them.
+
+    When a NIfTI affine comes from the qform, nibabel silently replaces a zero ``pixdim`` by
+    1 mm (and a negative one by its absolute value, which we accept as FSL does): re-read the raw
+    header and refuse a zero or non-finite voxel size. MGH stores them in ``delta``.
+    """
+    header = img.header
+    keys = set(header.keys()) if hasattr(header, "keys") else set()
+    if "delta" in keys:  # MGH
+        sizes = np.asarray(header["delta"], dtype=np.float64)
+    elif "pixdim" in keys and int(header["sform_code"]) == 0:
+        opener = gzip.open if suffix(path) == ".nii.gz" else open
+        try:
+            with opener(path, "rb") as f:
+                raw = type(header).from_fileobj(f, check=False)
+        except (OSError, EOFError, ValueError, zlib.error):
+            return  # unreadable header bytes: reading the data reports it
+        sizes = np.abs(np.asarray(raw["pixdim"][1:4], dtype=np.float64))
+    else:
+        return
+    _check_voxel_sizes(sizes, path)
+
+
+# deflate cannot compress better than about 1032:1; a compressed file smaller than its data
+# size / this ratio cannot hold the data its header announces.
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _check_data_size(img, path: Path) -> None:
+    """Refuse, without reading, a file too short to hold the data its header announces."""
+    proxy = img.dataobj
+    offset = getattr(proxy, "offset", None)
+    dtype = getattr(proxy, "dtype", None)
+    if offset is None or dtype is None:
+        return
+    needed = int(offset) + int(np.prod(img.shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    compressed = suffix(path) in (".nii.gz", ".mgz")
+    if (compressed and needed > _MAX_DEFLATE_RATIO * size + 4096) or \
+            (not compressed and size < needed):
+        raise HsynexError(f"file is too short for the {[int(n) for n in img.shape]} voxels its "
+                          "header announces (truncated or corrupt)", path)
 
 
 def _open_image(path: Path):
@@ -104,8 +161,8 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image") -> Volume:
         raise HsynexError(f"unsupported file type (use one of {', '.join(SUFFIXES)})", path)
     img = _open_image(path)
     shape = tuple(int(n) for n in img.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
+    while len(shape) > 3 and shape[-1] == 1:  # single frame (4-D) or NIfTI vector dims (5-D)
+        shape = shape[:-1]
     if len(shape) < 3 or min(shape[:3]) < 2:
         raise HsynexError(f"not a 3-D image (shape {list(img.shape)})", path)
     if len(shape) > 4 or (len(shape) == 4 and kind != "posteriors"):
@@ -113,7 +170,9 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image") -> Volume:
                           path)
     if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise HsynexError(f"dimensions {list(shape)} are too large to be an MRI volume", path)
+    _check_header_voxel_sizes(img, path)
     affine = _check_affine(img.affine, path)
+    _check_data_size(img, path)
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as err:
@@ -138,7 +197,9 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image") -> Volume:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
-    An interrupted or failed write leaves no file under the final name (and no temporary file).
+    An interrupted or failed write leaves no file under the final name (and no temporary file);
+    an existing file under the final name is then left as it was. The file gets the usual
+    permissions (0666 minus the umask), not ``mkstemp``'s private 0600.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -146,16 +207,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise HsynexError("output folder does not exist", folder)
     if not os.access(folder, os.W_OK):
         raise HsynexError("output folder is not writable", folder)
+    if path.is_dir():
+        raise HsynexError("output path is a directory", path)
     sfx = suffix(path) or path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{sfx}", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{sfx}", dir=folder)
+    except OSError as err:
+        raise HsynexError(f"cannot write in the output folder ({err.strerror})", folder) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_volume(vol: Volume, path: str | os.PathLike, *, kind: str = "image") -> None:
@@ -169,7 +242,12 @@ def save_volume(vol: Volume, path: str | os.PathLike, *, kind: str = "image") ->
     if not sfx:
         raise HsynexError(f"unsupported output file type (use one of {', '.join(SUFFIXES)})",
                           path)
-    data = vol.data.astype(np.int32 if kind == "labels" else np.float32)
+    data = np.asarray(vol.data)
+    if kind == "labels":
+        # float labels (e.g. after linear interpolation) are rounded, not truncated
+        data = (np.rint(data) if data.dtype.kind == "f" else data).astype(np.int32)
+    else:
+        data = data.astype(np.float32)
     affine = np.asarray(vol.affine, dtype=np.float64)
     if sfx in (".mgz", ".mgh"):
         img = nib.MGHImage(data, affine)
