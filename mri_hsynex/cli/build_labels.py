@@ -1,0 +1,99 @@
+"""``mri_hsynex build-labels``: training label maps (aseg + teacher subunits; SynthSeg maps)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import common
+
+DESCRIPTION = """\
+Build the training label maps in one go:
+  1. for every subject of --sd (or those of --s) that has mri/aseg.mgz and a T1 (the first of
+     mri/norm.mgz, mri/T1.mgz, mri/orig.mgz): run the T1-only teacher on a block around the
+     ventral DC / 3rd ventricle, paint its subunits (801-810) over aseg.mgz and write
+     OUTDIR/<subject>_labels.nii.gz, OUTDIR/qc/<subject>.png, OUTDIR/subunit_volumes.tsv and
+     the plausibility checks OUTDIR/checks.tsv (printed);
+  2. rewrite the SynthSeg whole-brain maps of --synthseg as OUTDIR/synthseg_XX_labels.nii.gz
+     (int32; they have no subunit labels).
+Existing label maps are reused (checks, volumes and figures are redone) unless --force.
+
+The teacher weights (FreeSurfer's hypothalamus_seg_model.h5) are not shipped with hsynex: give
+--weights, or keep them in SD/../teacher/. --synthseg defaults to SD/../synthseg_label_maps when
+that folder exists.
+
+example:
+  KERAS_BACKEND=torch mri_hsynex build-labels --sd ../shared/data/subjects --o build/labels
+"""
+
+TEACHER_WEIGHTS_NAME = "hypothalamus_seg_model.h5"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.new_parser("mri_hsynex build-labels", DESCRIPTION)
+    parser.add_argument("--sd", required=True, metavar="SUBJECTS_DIR",
+                        help="FreeSurfer subjects folder")
+    parser.add_argument("--s", nargs="+", default=None, metavar="SUBJECT",
+                        help="only these subjects (default: every usable subject of --sd)")
+    parser.add_argument("--o", required=True, metavar="OUTDIR", help="output folder")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help=f"teacher weights ({TEACHER_WEIGHTS_NAME}); default: "
+                             f"SD/../teacher/{TEACHER_WEIGHTS_NAME} if present")
+    parser.add_argument("--synthseg", default=None, metavar="DIR",
+                        help="SynthSeg label maps to convert (default: SD/../synthseg_label_maps "
+                             "if present)")
+    parser.add_argument("--no-synthseg", action="store_true", help="skip the SynthSeg maps")
+    parser.add_argument("--crop", type=int, default=None, metavar="N",
+                        help="block (voxels at 1 mm) the teacher sees (default: 160)")
+    parser.add_argument("--force", action="store_true", help="rebuild existing label maps")
+    common.add_compute_flags(parser)
+    return parser
+
+
+def _default_near(sd: str, relative: str) -> str | None:
+    candidate = Path(sd).resolve().parent / relative
+    return str(candidate) if candidate.exists() else None
+
+
+def _work(args: argparse.Namespace) -> int:
+    from ..backend import configure
+    from ..errors import HsynexError
+    from ..labelmaps.build import DEFAULT_CROP, LabelMapBuilder, convert_synthseg, find_subjects
+    from ..labelmaps.checks import CHECK_COLUMNS
+
+    subjects = find_subjects(args.sd, args.s)
+    weights = args.weights or _default_near(args.sd, f"teacher/{TEACHER_WEIGHTS_NAME}")
+    if weights is None:
+        raise HsynexError("the teacher needs its weights file: give --weights PATH "
+                          f"({TEACHER_WEIGHTS_NAME}, not shipped with hsynex)")
+    if not os.path.isfile(weights):
+        raise HsynexError("teacher weights file not found", weights)
+    synthseg = None if args.no_synthseg else (
+        args.synthseg or _default_near(args.sd, "synthseg_label_maps"))
+    configure(args.threads, args.cpu)
+    out = Path(args.o)
+    builder = LabelMapBuilder(out, weights, crop=args.crop or DEFAULT_CROP, force=args.force)
+    checks, failures = builder.subjects(subjects)
+
+    print("\nchecks (" + str(out / "checks.tsv") + "):")
+    print("\t".join(CHECK_COLUMNS))
+    for c in checks:
+        print("\t".join(c.row()[k] for k in CHECK_COLUMNS))
+    if synthseg:
+        print(f"\nSynthSeg label maps from {synthseg}:")
+        rows = convert_synthseg(synthseg, out, force=args.force)
+        print(f"{len(rows)} maps written (no subunit labels)")
+    print(f"\nlabel maps: {out}/*_labels.nii.gz\nvolumes:    {out / 'subunit_volumes.tsv'}\n"
+          f"checks:     {out / 'checks.tsv'}\nQC figures: {out / 'qc'}/")
+    failed_checks = [c.subject for c in checks if not c.passed]
+    if failed_checks:
+        print(f"checks failed for: {', '.join(failed_checks)}")
+    for name, why in failures:
+        print(f"ERROR: {name}: {why}")
+    return 1 if failures or failed_checks else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(build_parser, _work, argv)

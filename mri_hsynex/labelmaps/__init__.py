@@ -1,0 +1,1 @@
+"""Training label maps: real subjects' aseg + teacher subunits, and SynthSeg's whole-brain maps."""
