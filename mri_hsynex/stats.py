@@ -72,7 +72,21 @@ def stats_text(rows: Sequence[StatsRow], *, subject: str | None, seg_file: str,
                voxel_volume_mm3: float, cmdline: str, subjects_dir: str | None = None,
                measures: Sequence[Measure] = (), in_vol_file: str | None = None,
                color_table: str | None = None) -> str:
-    """The text of a stats file (see ``write_stats``)."""
+    """The text of a stats file (see ``write_stats``).
+
+    Header values are flattened to one line (a newline in, say, the command line would start a
+    line without ``#``, which asegstats2table would read as a data row); structure names must be
+    single words without ``#``.
+    """
+    for row in rows:
+        if not row.name or any(c.isspace() for c in row.name) or "#" in row.name:
+            raise ValueError(f"structure name {row.name!r} must be one word without '#'")
+    cmdline = _one_line(cmdline)
+    subject = _one_line(subject) if subject else subject
+    seg_file = _one_line(seg_file)
+    subjects_dir = _one_line(subjects_dir) if subjects_dir else subjects_dir
+    in_vol_file = _one_line(in_vol_file) if in_vol_file else in_vol_file
+    color_table = _one_line(color_table) if color_table else color_table
     lines = [
         "# Title Segmentation Statistics ",
         "# ",
@@ -107,6 +121,10 @@ def stats_text(rows: Sequence[StatsRow], *, subject: str | None, seg_file: str,
     return "\n".join(lines) + "\n"
 
 
+def _one_line(value) -> str:
+    return " ".join(str(value).splitlines())
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -136,8 +154,10 @@ def read_stats(path: str | os.PathLike) -> StatsFile:
         raise HsynexError(f"cannot read the stats file ({err})", path) from None
     out = StatsFile()
     for line in lines:
-        if line.startswith("#"):
-            body = line[1:].strip()
+        if "#" in line:  # asegstats2table: a line holding '#' anywhere is not a data row
+            if not line.lstrip().startswith("#"):
+                continue
+            body = line.lstrip()[1:].strip()
             if body.startswith("Measure "):
                 parts = [p.strip() for p in body[len("Measure "):].split(",")]
                 if len(parts) >= 4:
