@@ -188,8 +188,9 @@ def _aseg_stats(etiv: float) -> str:
             "  1  28   100   100.0  Left-VentralDC\n")
 
 
-def make_synthetic_subject(sd: Path, name: str, seed: int, etiv: float) -> None:
-    """A 32^3, 1 mm subject: mri/norm.mgz (intensities from the tiny label map), mri/aseg.mgz
+def make_synthetic_subject(sd: Path, name: str, seed: int, etiv: float,
+                           voxel_mm: float = 1.0) -> None:
+    """A 32^3 subject: mri/norm.mgz (intensities from the tiny label map), mri/aseg.mgz
     (the label map with the subunits merged into the ventral DC, as in a real aseg) and
     stats/aseg.stats with an eTIV line."""
     import nibabel as nib
@@ -211,7 +212,7 @@ def make_synthetic_subject(sd: Path, name: str, seed: int, etiv: float) -> None:
     root = sd / name
     for folder in ("mri", "stats", "scripts"):
         (root / folder).mkdir(parents=True)
-    affine = tiny_affine(1.0)
+    affine = tiny_affine(voxel_mm)
     nib.save(nib.MGHImage(np.clip(image, 0, 255).astype(np.uint8), affine),
              root / "mri/norm.mgz")
     nib.save(nib.MGHImage(aseg.astype(np.int32), affine), root / C.SUBJECT_ASEG)
@@ -319,8 +320,10 @@ def test_end_to_end_real_subjects(shared_data, tmp_path, tiny_models):
 @pytest.mark.slow
 @pytest.mark.backend
 def test_clinical_mode_end_to_end(tmp_path, tiny_models):
+    # 3 mm voxels: a low-resolution scan whose 96 mm field of view holds the tiny "brain"
+    # (the localiser refuses anything smaller than a brain)
     sd = tmp_path / "subjects"
-    make_synthetic_subject(sd, "scan", seed=7, etiv=1.5e6)
+    make_synthetic_subject(sd, "scan", seed=7, etiv=1.5e6, voxel_mm=3.0)
     out = tmp_path / "out"
     res = run_wrapper(["--i", sd / "scan/mri/norm.mgz", "--o", out, "--threads", "1", "--cpu",
                        "--model", tiny_models])
