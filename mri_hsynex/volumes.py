@@ -22,6 +22,13 @@ def structure_volumes(seg: np.ndarray, posteriors: np.ndarray | None,
     channel x voxel volume; channel k holds label 800 + k) or, without posteriors, the count x
     voxel volume.
     """
+    seg = np.asarray(seg)
+    if posteriors is not None:
+        channels = len(SUBUNIT_IDS) + 1
+        if posteriors.ndim != seg.ndim + 1 or posteriors.shape[:-1] != seg.shape or \
+                posteriors.shape[-1] != channels:
+            raise ValueError(f"posteriors of shape {posteriors.shape} do not match a "
+                             f"segmentation of shape {seg.shape} with {channels} channels")
     volumes: dict[int, tuple[int, float]] = {}
     for k, label in enumerate(SUBUNIT_IDS, start=1):
         count = int(np.count_nonzero(seg == label))
@@ -58,14 +65,26 @@ def write_volumes_csv(path: str | os.PathLike, rows: list[dict]) -> None:
 
 
 def read_volumes_csv(path: str | os.PathLike) -> list[dict]:
-    """Rows of a volumes CSV, volumes as floats."""
+    """Rows of a volumes CSV, volumes as floats (mm^3)."""
     path = Path(path)
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
     except FileNotFoundError:
         raise HsynexError("volumes CSV not found", path) from None
-    missing = [c for c in ("subject", *VOLUME_COLUMNS) if rows and c not in rows[0]]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise HsynexError(f"cannot read the volumes CSV ({err})", path) from None
+    missing = [c for c in ("subject", *VOLUME_COLUMNS) if c not in columns]
     if missing:
         raise HsynexError(f"volumes CSV lacks columns {missing}", path)
-    return [{k: (v if k == "subject" else float(v)) for k, v in r.items()} for r in rows]
+    out = []
+    for number, row in enumerate(rows, start=2):
+        try:
+            out.append({k: (v if k == "subject" else float(v)) for k, v in row.items()
+                        if k is not None})
+        except (TypeError, ValueError):
+            raise HsynexError(f"volumes CSV line {number} has a value that is not a number",
+                              path) from None
+    return out
