@@ -260,11 +260,13 @@ def _gradient_energy(image, axis):
     return float((np.diff(image, axis=axis) ** 2).mean())
 
 
-def test_resolution_5mm_axis_blurs_that_axis_only():
+@pytest.mark.parametrize("shape", [(32, 32, 32), (24, 32, 20)])  # cubic: batched matrices
+def test_resolution_5mm_axis_blurs_that_axis_only(shape):
     from mri_hsynex.generator.resolution import degrade_resolution
 
     # f(x) + g(y) + h(z): the gradient along an axis only sees that axis's profile
-    f, g, h = np.random.default_rng(0).normal(size=(3, 32))
+    rng = np.random.default_rng(0)
+    f, g, h = (rng.normal(size=n) for n in shape)
     image = (f[:, None, None] + g[None, :, None] + h[None, None, :])[None].astype(np.float32)
     ones = ops.ones((1, 3))
     res = ops.convert_to_tensor([[1.0, 5.0, 1.0]])

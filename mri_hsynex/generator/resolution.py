@@ -54,7 +54,13 @@ def degrade_resolution(image, resolution_mm, thickness_mm, phase, blur_scale,
     extra = ops.sqrt(ops.maximum(ops.square(thickness_mm) - voxel_mm**2, 0.0))
     sigma = 0.75 * extra / voxel_mm * blur_scale
     phase = phase * ops.cast(factor > 1.0, "float32")
-    mats = [resolution_matrix(int(image.shape[1 + a]), factor[:, a], sigma[:, a], phase[:, a])
+    sizes = [int(n) for n in image.shape[1:4]]
+    if len(set(sizes)) == 1:  # cubic crop: the three axes' matrices in one batch of 3B
+        mats = resolution_matrix(sizes[0], ops.reshape(factor, (-1,)), ops.reshape(sigma, (-1,)),
+                                 ops.reshape(phase, (-1,)))
+        mats = ops.reshape(mats, (-1, 3, sizes[0], sizes[0]))
+        return apply_per_axis(image, mats[:, 0], mats[:, 1], mats[:, 2])
+    mats = [resolution_matrix(sizes[a], factor[:, a], sigma[:, a], phase[:, a])
             for a in range(3)]
     return apply_per_axis(image, *mats)
 

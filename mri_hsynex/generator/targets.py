@@ -34,37 +34,36 @@ def target_lut(target: str, max_label: int) -> np.ndarray:
 
 
 def one_hot_targets(labels, lut, n_classes: int):
-    """(B, X, Y, Z) int32 labels -> (B, X, Y, Z, n_classes) float32 one-hot of ``lut[labels]``."""
-    return ops.one_hot(ops.take(lut, labels), n_classes, dtype="float32")
+    """(B, X, Y, Z) int32 labels -> (B, X, Y, Z, n_classes) float32 one-hot of ``lut[labels]``.
+
+    Rows of an identity matrix gathered by class (6x faster than ``ops.one_hot`` on torch)."""
+    eye = ops.eye(n_classes, dtype="float32")
+    return ops.take(eye, ops.take(lut, labels), axis=0)
 
 
-def _axis_neighbours(mask, axis: int):
-    """The two neighbours of every voxel of a (B, X, Y, Z) mask along ``axis`` (1, 2 or 3),
-    with 0 beyond the border: (mask shifted by +1, mask shifted by -1)."""
+def _shifted(mask, axis: int):
+    """The two neighbours of every voxel of a (B, X, Y, Z) bool mask along ``axis`` (1, 2, 3),
+    False beyond the border: (value at v - 1, value at v + 1)."""
     n = int(mask.shape[axis])
-    pad = [(0, 0)] * 4
-    pad[axis] = (1, 1)
-    padded = ops.pad(mask, pad)
+    edge_shape = list(ops.shape(mask))
+    edge_shape[axis] = 1
+    edge = ops.zeros(edge_shape, dtype="bool")
     index = [slice(None)] * 4
-    index[axis] = slice(0, n)
-    before = padded[tuple(index)]
-    index[axis] = slice(2, n + 2)
-    return before, padded[tuple(index)]
+    index[axis] = slice(0, n - 1)
+    low = mask[tuple(index)]
+    index[axis] = slice(1, n)
+    high = mask[tuple(index)]
+    return ops.concatenate([edge, low], axis=axis), ops.concatenate([high, edge], axis=axis)
 
 
 def _dilate(mask, cube: bool):
-    """Binary dilation of a (B, X, Y, Z) float mask by the 3x3x3 cube (three separable 1-D
-    dilations) or the 6-neighbour cross. Shifted maxima, not max-pooling: torch's CPU
+    """Binary dilation of a (B, X, Y, Z) bool mask by the 3x3x3 cube (three separable 1-D
+    dilations) or the 6-neighbour cross. Shifted copies, not max-pooling: torch's CPU
     ``max_pool3d`` is about 30x slower here."""
-    if cube:
-        for axis in (1, 2, 3):
-            before, after = _axis_neighbours(mask, axis)
-            mask = ops.maximum(mask, ops.maximum(before, after))
-        return mask
     out = mask
     for axis in (1, 2, 3):
-        before, after = _axis_neighbours(mask, axis)
-        out = ops.maximum(out, ops.maximum(before, after))
+        low, high = _shifted(out if cube else mask, axis)
+        out = ops.logical_or(out, ops.logical_or(low, high))
     return out
 
 
@@ -74,18 +73,17 @@ def signed_distance(mask, voxel_mm: float, max_mm: float):
 
     A crop without any mask voxel is +``max_mm`` everywhere. The crop border is not a surface:
     an object touching it is not eroded from outside the crop."""
-    inside = ops.cast(mask, "float32")
+    inside = ops.cast(mask, "bool")
+    batch = ops.shape(inside)[0]
     steps = int(math.ceil(max_mm / voxel_mm))
-    grown, shrunk = inside, inside
-    outside_steps = ops.zeros_like(inside)
-    inside_steps = ops.zeros_like(inside)
+    # dilate the object (outside distances) and its complement (inside distances) together
+    front = ops.concatenate([inside, ops.logical_not(inside)], axis=0)
+    not_reached = ops.zeros(ops.shape(front), dtype="float32")
     for k in range(steps):
-        cube = k % 2 == 1
-        grown = _dilate(grown, cube)
-        shrunk = 1.0 - _dilate(1.0 - shrunk, cube)
-        outside_steps = outside_steps + (1.0 - grown)
-        inside_steps = inside_steps + shrunk
-    dist = ops.where(inside > 0.5, -(inside_steps + 0.5), outside_steps + 0.5) * voxel_mm
+        front = _dilate(front, cube=k % 2 == 1)
+        not_reached = not_reached + ops.cast(ops.logical_not(front), "float32")
+    outside_steps, inside_steps = not_reached[:batch], not_reached[batch:]
+    dist = ops.where(inside, -(inside_steps + 0.5), outside_steps + 0.5) * voxel_mm
     return ops.clip(dist, -max_mm, max_mm)[..., None]
 
 
