@@ -95,15 +95,32 @@ def sample(data: np.ndarray, source: Grid, target: Grid, order: int = 1,
     matrix = np.linalg.inv(source.affine) @ target.affine
     if order > 0:
         data = np.asarray(data, np.float32)
-    if _is_integer_shift(matrix):
-        return _shift_copy(data, matrix[:3, 3], target.shape, cval)
+    aligned = _aligned_view(data, matrix)
+    if aligned is not None:
+        return _shift_copy(aligned[0], aligned[1], target.shape, cval)
     return resample_like(Volume(data, source.affine), target.shape, target.affine,
                          order=order, fill=cval).data
 
 
-def _is_integer_shift(matrix: np.ndarray) -> bool:
-    return (np.allclose(matrix[:3, :3], np.eye(3), atol=1e-6)
-            and np.allclose(matrix[:3, 3], np.round(matrix[:3, 3]), atol=1e-4))
+def _aligned_view(data: np.ndarray, matrix: np.ndarray):
+    """When target voxels fall exactly on source voxels along permuted/flipped axes (e.g. an
+    LIA 1 mm scan and a RAS 1 mm grid), a view of ``data`` in target axis order and the integer
+    offset of the target origin in it; else None."""
+    rot, offset = matrix[:3, :3], matrix[:3, 3]
+    rounded = np.round(rot)
+    if not np.allclose(rot, rounded, atol=1e-6) or not np.allclose(offset, np.round(offset),
+                                                                   atol=1e-4):
+        return None
+    if not (np.abs(rounded).sum(axis=0) == 1).all() or not (np.abs(rounded).sum(axis=1) == 1).all():
+        return None
+    perm = [int(np.flatnonzero(rounded[:, a])[0]) for a in range(3)]  # source axis of target a
+    view = np.transpose(data, perm)
+    start = np.round(offset).astype(int)[perm]
+    for a in range(3):
+        if rounded[perm[a], a] < 0:
+            view = np.flip(view, axis=a)
+            start[a] = view.shape[a] - 1 - start[a]
+    return view, start
 
 
 def _shift_copy(data: np.ndarray, offset: np.ndarray, shape: tuple, cval: float) -> np.ndarray:

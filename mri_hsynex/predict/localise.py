@@ -79,10 +79,10 @@ def localise_from_aseg(aseg: np.ndarray, aseg_grid: Grid, image_grid: Grid,
 def normalise_percentiles(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     """Intensities mapped linearly from the [low, high] percentiles to [0, 1], clipped (float32)."""
     image = np.asarray(image, np.float32)
-    lo, hi = np.percentile(image, [low, high])
+    lo, hi = (np.float32(v) for v in np.percentile(image, [low, high]))
     if hi <= lo:
         return np.zeros_like(image)
-    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+    return np.clip((image - lo) / (hi - lo), np.float32(0.0), np.float32(1.0))
 
 
 def localiser_grid(image: np.ndarray, image_grid: Grid, voxel_mm: float, divisor: int) -> Grid:
@@ -101,14 +101,21 @@ def localiser_grid(image: np.ndarray, image_grid: Grid, voxel_mm: float, divisor
     return sub_grid(full, tuple(start), tuple(shape))
 
 
-def _antialias(image: np.ndarray, image_grid: Grid, voxel_mm: float) -> np.ndarray:
-    """Box-smooth a fine image before sampling it at ``voxel_mm`` (limits aliasing)."""
-    from scipy import ndimage
-
-    size = np.floor(voxel_mm / image_grid.voxel_mm).astype(int)
-    if np.all(size <= 1):
-        return image
-    return ndimage.uniform_filter(np.asarray(image, np.float32), size=np.maximum(size, 1))
+def block_mean(image: np.ndarray, image_grid: Grid, voxel_mm: float) -> tuple[np.ndarray, Grid]:
+    """Average blocks of whole voxels about ``voxel_mm`` wide (per axis: floor(voxel_mm / voxel
+    size) voxels), so that sampling at ``voxel_mm`` afterwards does not alias. Returns the
+    averaged image and its grid (same axes, larger voxels); unchanged if voxels are coarse."""
+    factors = np.maximum(np.floor(voxel_mm / image_grid.voxel_mm + 1e-6).astype(int), 1)
+    if np.all(factors == 1):
+        return image, image_grid
+    shape = np.array(image.shape) // factors
+    trimmed = image[: shape[0] * factors[0], : shape[1] * factors[1], : shape[2] * factors[2]]
+    blocks = trimmed.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
+    averaged = blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    affine = image_grid.affine.copy()
+    affine[:3, 3] = image_grid.world((factors - 1) / 2.0)
+    affine[:3, :3] = image_grid.affine[:3, :3] * factors
+    return averaged, Grid(tuple(int(n) for n in shape), affine)
 
 
 def localise_with_network(image: np.ndarray, image_grid: Grid, localiser, voxel_mm: float,
@@ -124,8 +131,9 @@ def localise_with_network(image: np.ndarray, image_grid: Grid, localiser, voxel_
     image = np.asarray(image)
     if not np.isfinite(image).all() or float(image.max()) <= float(image.min()):
         raise HsynexError(NO_BRAIN, image_path)
-    grid = localiser_grid(image, image_grid, voxel_mm, divisor)
-    coarse = sample(_antialias(image, image_grid, voxel_mm), image_grid, grid, order=1)
+    averaged, averaged_grid = block_mean(image, image_grid, voxel_mm)
+    grid = localiser_grid(averaged, averaged_grid, voxel_mm, divisor)
+    coarse = sample(averaged, averaged_grid, grid, order=1)
     x = normalise_percentiles(coarse)[None, ..., None]
     probs = keras.ops.convert_to_numpy(localiser(x, training=False))[0]
     classes = np.argmax(probs, axis=-1)

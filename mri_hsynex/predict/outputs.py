@@ -92,8 +92,12 @@ def check_writable_folder(folder: Path, path: Path | None = None) -> None:
     folder = Path(folder) if str(folder) else Path(".")
     if not folder.is_dir():
         raise HsynexError("output folder does not exist", path or folder)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise HsynexError("output folder is not writable", path or folder)
+    try:  # a real probe: os.access says yes to root even on read-only file systems
+        fd, probe = tempfile.mkstemp(prefix=".hsynex-probe-", dir=folder)
+    except OSError:
+        raise HsynexError("output folder is not writable", path or folder) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _resolve(path: Path) -> Path:

@@ -101,15 +101,23 @@ class SegmentationResult:
     def volumes(self) -> dict[int, tuple[int, float]]:
         """Label id -> (NVoxels in SEG, soft volume mm³ on the model grid) for 801-810 and the
         groupings 811-813."""
+        from ..volumes import structure_volumes
+
         voxel_mm3 = float(abs(np.linalg.det(self.crop_grid.affine[:3, :3])))
-        soft = self.posteriors.reshape(-1, self.posteriors.shape[-1]).sum(axis=0) * voxel_mm3
-        counts = np.bincount((self.seg - 800).clip(0).ravel(), minlength=11)
-        counts[0] = 0
-        out = {label: (int(counts[label - 800]), float(soft[label - 800]))
-               for label in SUBUNIT_IDS}
+        model_seg = CHANNEL_LABELS[np.argmax(self.posteriors, axis=-1)]
+        soft = structure_volumes(model_seg, self.posteriors, voxel_mm3)
+        counts = self._label_counts()
+        out = {label: (int(counts[label - 800]), soft[label][1]) for label in SUBUNIT_IDS}
         for group, members in GROUPINGS.items():
-            out[group] = (sum(out[m][0] for m in members), sum(out[m][1] for m in members))
+            out[group] = (sum(out[m][0] for m in members), soft[group][1])
         return out
+
+    def _label_counts(self) -> np.ndarray:
+        """Voxel count of each channel's label in SEG (index = label - 800)."""
+        seg = self.seg
+        if self.resample == "native":  # SEG is zero outside the crop's footprint
+            seg = seg[self._native_box[0]]
+        return np.bincount(np.maximum(seg.ravel() - 800, 0), minlength=11)
 
     @cached_property
     def qc(self) -> dict:
@@ -184,7 +192,7 @@ class SegmentationResult:
         subject = subject or _subject_name(inputs[0])
         staged = StagedFiles()
         try:
-            self._write_all(paths, staged, subject)
+            self._write_all(paths, staged, subject, cmdline)
             sidecar = dict(self.sidecar, subject=subject, cmdline=cmdline,
                            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            outputs={k: str(v) for k, v in paths.as_dict().items()})
@@ -201,7 +209,8 @@ class SegmentationResult:
             staged.discard()
             raise
 
-    def _write_all(self, paths: OutputPaths, staged: StagedFiles, subject: str) -> None:
+    def _write_all(self, paths: OutputPaths, staged: StagedFiles, subject: str,
+                   cmdline: str | None) -> None:
         from ..io import Volume, save_volume
 
         grid = self.output_grid
@@ -215,24 +224,39 @@ class SegmentationResult:
 
             write_volumes_csv(staged.tmp(paths.vol_csv), [self.volumes_row(subject)])
         if paths.stats is not None:
-            self._write_stats(staged.tmp(paths.stats), subject, paths.seg)
+            self._write_stats(staged.tmp(paths.stats), subject, paths.seg, cmdline)
         if paths.qc is not None:
             self._write_qc(staged.tmp(paths.qc), seg_volume, subject)
 
     def volumes_row(self, subject: str) -> dict:
         """One row of the volumes CSV: ``subject`` and soft volumes (mm³) by column name."""
-        from ..labels import VOLUME_COLUMNS
+        from ..volumes import volumes_csv_row
 
-        labels = SUBUNIT_IDS + tuple(GROUPINGS)
-        row = {"subject": subject}
-        row.update({name: self.volumes[label][1] for name, label in zip(VOLUME_COLUMNS, labels)})
-        return row
+        return volumes_csv_row(subject, self.volumes)
 
-    def _write_stats(self, path: Path, subject: str, seg_path: Path) -> None:
-        raise NotImplementedError  # filled in once stats.py lands
+    def _write_stats(self, path: Path, subject: str, seg_path: Path, cmdline: str | None) -> None:
+        from ..stats import write_stats
+        from ..volumes import stats_rows
+
+        voxel_mm3 = float(abs(np.linalg.det(self.output_grid.affine[:3, :3])))
+        write_stats(path, stats_rows(self.volumes), subject=subject, seg_file=str(seg_path),
+                    voxel_volume_mm3=voxel_mm3, cmdline=cmdline or "mri_hsynex segment",
+                    in_vol_file=str(getattr(self.image, "path", "") or ""))
 
     def _write_qc(self, path: Path, seg_volume, subject: str) -> None:
-        raise NotImplementedError  # filled in once qc.py lands
+        from ..io import Volume
+        from ..qc import save_overlay_png
+
+        if self.resample == "native":
+            image = Volume(self.image.data, self.image_grid.affine)
+        else:
+            image = Volume(sample(self.image.data, self.image_grid, self.crop_grid, order=1),
+                           self.crop_grid.affine)
+        centre = None if np.any(self.seg) else self.localisation.centre_world
+        title = f"{subject}  (hsynex {__version__}" + (", QC flag)" if self.qc["qc_flag"]
+                                                       else ")")
+        save_overlay_png(path, image, seg_volume, title=title, center_world=centre,
+                         zoom_mm=QC_ZOOM_MM)
 
 
 def _subject_name(path: Path) -> str:

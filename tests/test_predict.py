@@ -1,0 +1,260 @@
+"""Pieces of the inference pipeline on tiny synthetic volumes (no trained networks needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from synthetic import tiny_affine, tiny_label_map
+
+from mri_hsynex.errors import HsynexError
+from mri_hsynex.predict import grid as G
+from mri_hsynex.predict import postprocess as P
+from mri_hsynex.predict.localise import (
+    HYPOTHALAMUS_OFFSET_MM,
+    localise_from_aseg,
+    normalise_percentiles,
+)
+from mri_hsynex.predict.outputs import (
+    OutputPaths,
+    StagedFiles,
+    check_output_paths,
+    sidecar_path,
+)
+from mri_hsynex.predict.reference import build_reference, z_scores
+
+LIA = np.array([[-1.0, 0, 0, 16], [0, 0, 1, -16], [0, -1, 0, 16], [0, 0, 0, 1]])
+
+
+# --- grids: crop and paste back ----------------------------------------------------------------
+def test_ras_grid_is_centred_and_snapped():
+    image = G.Grid((32, 32, 32), LIA)
+    crop = G.ras_grid(np.array([0.3, -0.2, 0.4]), 1.0, (8, 8, 8), snap_to=image)
+    centre = crop.world((np.array(crop.shape) - 1) / 2)
+    assert np.all(np.abs(centre - [0.3, -0.2, 0.4]) <= 0.5 + 1e-9)
+    ijk = image.voxel(crop.world(np.zeros(3)))
+    np.testing.assert_allclose(ijk, np.round(ijk), atol=1e-9)  # on scan voxel centres
+    np.testing.assert_allclose(crop.affine[:3, :3], np.eye(3))  # RAS axes
+
+
+@pytest.mark.parametrize("affine", [tiny_affine(1.0), LIA])
+def test_crop_and_paste_back_round_trip(affine):
+    rng = np.random.default_rng(0)
+    data = rng.random((32, 32, 32)).astype(np.float32)
+    image = G.Grid(data.shape, affine)
+    crop = G.ras_grid(image.world(np.array([15.0, 17.0, 14.0])), 1.0, (16, 16, 16), snap_to=image)
+    cropped = G.sample(data, image, crop, order=1)
+    start, shape = G.footprint(crop, image)
+    assert shape == (16, 16, 16)
+    back = G.sample(cropped, crop, G.sub_grid(image, start, shape), order=1)
+    region = tuple(slice(s, s + n) for s, n in zip(start, shape))
+    np.testing.assert_allclose(back, data[region], atol=1e-5)
+
+
+@pytest.mark.parametrize("affine", [tiny_affine(1.0), LIA])
+def test_sample_aligned_fast_path_matches_interpolation(affine):
+    from mri_hsynex.io import Volume, resample_like
+
+    data = np.arange(6 * 7 * 8, dtype=np.float32).reshape(6, 7, 8)
+    source = G.Grid(data.shape, affine)
+    target = G.sub_grid(source, (-2, 1, 3), (5, 9, 4))  # partly outside: cval
+    fast = G.sample(data, source, target, order=1, cval=-1.0)
+    slow = resample_like(Volume(data, source.affine), target.shape, target.affine, order=1,
+                         fill=-1.0).data
+    np.testing.assert_allclose(fast, slow)
+
+
+def test_footprint_of_disjoint_grids_is_empty():
+    a = G.Grid((8, 8, 8), tiny_affine(1.0))
+    b = G.Grid((8, 8, 8), np.diag([1.0, 1, 1, 1]) + np.array([[0, 0, 0, 100.0]] * 3 + [[0] * 4]))
+    assert not G.overlaps(a, b)
+    assert G.overlaps(a, a)
+
+
+# --- post-processing ---------------------------------------------------------------------------
+def _random_posteriors(shape=(8, 10, 6), seed=0) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(size=shape + (11,))
+    post = np.exp(logits)
+    return (post / post.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_tta_swaps_left_and_right_channels():
+    post = _random_posteriors()
+    assert list(P.SWAP_LR) == [0, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(P.swap_hemispheres(post)[..., 1], post[..., 6])
+    # a network that is exactly mirror-equivariant gives the flipped posteriors for the flip
+    mirrored = P.swap_hemispheres(post[::-1])
+    np.testing.assert_allclose(P.unflip(mirrored), post)
+    np.testing.assert_allclose(P.merge_flip_tta(post, mirrored), post)
+    merged = P.merge_flip_tta(post, _random_posteriors(seed=1))
+    np.testing.assert_allclose(merged.sum(-1), 1.0, atol=1e-5)
+
+
+def test_mask_sets_outside_to_background():
+    post = _random_posteriors()
+    mask = np.zeros(post.shape[:3], bool)
+    mask[2:5, 3:7, 1:4] = True
+    out = P.mask_posteriors(post, mask)
+    np.testing.assert_array_equal(out[mask], post[mask])
+    assert np.all(out[~mask][:, 0] == 1) and np.all(out[~mask][:, 1:] == 0)
+
+
+def test_dilate_by_millimetres():
+    mask = np.zeros((21, 21, 21), bool)
+    mask[10, 10, 10] = True
+    grown = P.dilate(mask, 3.0, 1.0)
+    assert grown[10, 10, 13] and not grown[10, 10, 14]
+    assert P.dilate(mask, 3.0, 2.0)[10, 10, 11] and not P.dilate(mask, 3.0, 2.0)[10, 10, 12]
+
+
+def test_largest_component_per_hemisphere():
+    post = np.zeros((12, 12, 12, 11), np.float32)
+    post[..., 0] = 1.0
+    seg = np.zeros((12, 12, 12), int)
+    seg[1:4, 1:4, 1:4] = 1  # left, big
+    seg[8:10, 8:10, 8:10] = 2  # left, small, separate -> removed
+    seg[1:3, 8:11, 1:3] = 6  # right, only blob -> kept
+    for k in (1, 2, 6):
+        post[seg == k] = 0.0
+        post[seg == k, k] = 0.9
+        post[seg == k, 0] = 0.1
+    out = P.keep_largest_component_per_hemisphere(post)
+    hard = out.argmax(-1)
+    assert np.all(hard[seg == 1] == 1) and np.all(hard[seg == 6] == 6)
+    assert np.all(hard[seg == 2] == 0)
+    np.testing.assert_allclose(out.sum(-1), post.sum(-1), atol=1e-6)
+
+
+# --- localisation from an aseg -----------------------------------------------------------------
+def test_localise_from_aseg_centre_and_region():
+    labels = tiny_label_map((32, 32, 32))
+    grid = G.Grid(labels.shape, tiny_affine(1.0))
+    loc = localise_from_aseg(labels, grid, grid)
+    region = np.isin(labels, (28, 60, 14))
+    expected = grid.world(np.argwhere(region).mean(0)) + HYPOTHALAMUS_OFFSET_MM
+    np.testing.assert_allclose(loc.centre_world, expected)
+    assert loc.method == "aseg"
+    np.testing.assert_array_equal(loc.region_on(grid), region)
+
+
+def test_localise_from_aseg_on_another_grid_is_resampled():
+    labels = tiny_label_map((32, 32, 32))
+    aseg_grid = G.Grid(labels.shape, tiny_affine(1.0))
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    coarse[:3, 3] = -19.5  # 2 mm voxels over the same field of view
+    image_grid = G.Grid((16, 16, 16), coarse)
+    loc = localise_from_aseg(labels, aseg_grid, image_grid)
+    same = localise_from_aseg(labels, aseg_grid, aseg_grid)
+    assert loc.details["resampled_aseg"]
+    assert np.all(np.abs(loc.centre_world - same.centre_world) < 2.0)
+
+
+def test_localise_from_aseg_errors():
+    labels = tiny_label_map((32, 32, 32))
+    grid = G.Grid(labels.shape, tiny_affine(1.0))
+    with pytest.raises(HsynexError, match="no ventral DC"):
+        localise_from_aseg(np.where(np.isin(labels, (28, 60)), 2, labels), grid, grid, "a.mgz")
+    far = G.Grid(labels.shape, tiny_affine(1.0) + np.diag([0, 0, 0, 0]) +
+                 np.pad(np.full((3, 1), 500.0), ((0, 1), (3, 0))))
+    with pytest.raises(HsynexError, match="does not overlap"):
+        localise_from_aseg(labels, far, grid, "a.mgz")
+
+
+def test_normalise_percentiles():
+    x = np.linspace(0, 1000, 1001, dtype=np.float32)
+    y = normalise_percentiles(x)
+    assert y.min() == 0 and y.max() == 1 and y.dtype == np.float32
+    assert np.all(normalise_percentiles(np.ones(10)) == 0)
+
+
+# --- volumes, reference, outputs ---------------------------------------------------------------
+def test_volumes_soft_and_hard():
+    from mri_hsynex.predict.localise import Localisation
+    from mri_hsynex.predict.result import SegmentationResult
+
+    grid = G.Grid((10, 10, 10), tiny_affine(1.0))
+    post = np.zeros((10, 10, 10, 11), np.float32)
+    post[..., 0] = 1.0
+    post[:2, :, :, 0], post[:2, :, :, 1] = 0.25, 0.75  # 200 voxels of 801 at 0.75
+    post[5:6, :, :, 0], post[5:6, :, :, 7] = 0.5, 0.5  # tie -> background wins (argmax)
+    loc = Localisation(np.zeros(3), np.ones(grid.shape, bool), grid, "aseg")
+    result = SegmentationResult(image=None, image_grid=grid, crop_grid=grid, posteriors=post,
+                                stage1=post[..., 1], localisation=loc, resample="model",
+                                networks=None, backend="none")
+    assert result.volumes[801] == (200, pytest.approx(150.0))
+    assert result.volumes[807] == (0, pytest.approx(50.0))
+    assert result.volumes[811] == (200, pytest.approx(150.0))
+    assert result.volumes[813][1] == pytest.approx(200.0)
+    assert result.qc["qc_flag"]
+    assert any("subunit missing" in r for r in result.qc["qc_reasons"])
+    row = result.volumes_row("s1")
+    assert row["subject"] == "s1" and row["whole"] == pytest.approx(200.0)
+
+
+def test_reference_z_scores():
+    ref = build_reference({"a": {"L_hypothalamus_posterior": 100.0},
+                           "b": {"L_hypothalamus_posterior": 120.0}}, "test")
+    entry = ref["volumes"]["L_hypothalamus_posterior"]
+    assert entry["mean"] == 110.0 and entry["n"] == 2
+    assert z_scores({803: 110.0 + entry["sd"]}, ref)[803] == pytest.approx(1.0)
+    assert "Left-Hypothalamus-Whole" in ref["volumes"]
+
+
+def test_shipped_reference_volumes_are_complete():
+    from mri_hsynex.labels import ALL_OUTPUT_ROWS
+    from mri_hsynex.predict.reference import REFERENCE_FILE
+
+    ref = json.loads(REFERENCE_FILE.read_text())
+    assert ref["provenance"]
+    for row in ALL_OUTPUT_ROWS:
+        entry = ref["volumes"][row.name]
+        assert entry["mean"] > 0 and entry["sd"] > 0
+
+
+def test_sidecar_path_and_output_checks(tmp_path):
+    assert sidecar_path(tmp_path / "s.nii.gz") == tmp_path / "s.json"
+    assert sidecar_path("a/seg.mgz").name == "seg.json"
+    image = tmp_path / "in.mgz"
+    image.write_bytes(b"x")
+    with pytest.raises(HsynexError, match="same as an input"):
+        check_output_paths(OutputPaths(seg=image), [image])
+    with pytest.raises(HsynexError, match="does not exist"):
+        check_output_paths(OutputPaths(seg=tmp_path / "nope" / "s.mgz"), [image])
+    with pytest.raises(HsynexError, match="same path"):
+        check_output_paths(OutputPaths(seg=tmp_path / "s.mgz", post=tmp_path / "s.mgz"), [])
+    with pytest.raises(HsynexError, match="must end in"):
+        check_output_paths(OutputPaths(seg=tmp_path / "s.txt"), [])
+
+
+def test_staged_files_all_or_nothing(tmp_path):
+    staged = StagedFiles()
+    staged.tmp(tmp_path / "a.mgz").write_text("a")
+    staged.tmp(tmp_path / "b.csv").write_text("b")
+    staged.discard()
+    assert list(tmp_path.iterdir()) == []
+    staged.tmp(tmp_path / "a.nii.gz").write_text("a")
+    assert staged.commit() == [tmp_path / "a.nii.gz"]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.nii.gz"]
+
+
+# --- model folder lookup -----------------------------------------------------------------------
+def test_model_dir_lookup_order(tmp_path, monkeypatch):
+    from mri_hsynex.constants import MODELS_ENV
+    from mri_hsynex.predict.networks import candidate_model_dirs, find_model_dir
+
+    explicit, env = tmp_path / "explicit", tmp_path / "env"
+    for folder in (explicit, env):
+        folder.mkdir()
+        (folder / "stage1.keras").write_text("")
+        (folder / "stage2.keras").write_text("")
+    monkeypatch.setenv(MODELS_ENV, str(env))
+    assert find_model_dir(explicit) == explicit
+    assert find_model_dir() == env
+    monkeypatch.delenv(MODELS_ENV)
+    assert candidate_model_dirs()[0].name == "models"
+    with pytest.raises(HsynexError, match="model folder not found"):
+        find_model_dir(tmp_path / "missing")
+    (explicit / "stage2.keras").unlink()
+    with pytest.raises(HsynexError, match="stage2.keras missing"):
+        find_model_dir(explicit)
