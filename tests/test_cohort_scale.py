@@ -95,3 +95,25 @@ def test_unreachable_scheduler_is_a_user_error(tmp_path, monkeypatch):
     with pytest.raises(HsynexError, match="cannot reach the Dask scheduler"):
         run_cohort(tmp_path, ["s1"], SubjectOptions(engine=FakeSegmenter),
                    scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.backend
+def test_real_engine_on_two_local_workers(tmp_path):
+    """The real Segmenter built inside each Dask worker (tiny random-weight networks)."""
+    try:
+        from mri_hsynex.predict import Segmenter  # noqa: F401
+    except ImportError as err:
+        pytest.skip(f"the segmentation engine is not available yet ({err})")
+    from helpers_models import write_tiny_models
+    from test_wrapper import make_synthetic_subject
+
+    models = write_tiny_models(tmp_path / "models")
+    sd = tmp_path / "sd"
+    for k, name in enumerate(["s1", "s2", "s3"]):
+        make_synthetic_subject(sd, name, seed=k, etiv=1.5e6)
+    options = SubjectOptions(threads=1, cpu=True, model_dir=str(models), cmdline="test")
+    summary = run_cohort(sd, ["s1", "s2", "s3"], options, jobs=2, progress=False)
+    assert summary.ok and summary.count("done") == 3, summary.text()
+    for name in ("s1", "s2", "s3"):
+        assert (sd / name / C.SUBJECT_SEG).is_file() and (sd / name / C.SUBJECT_STATS).is_file()
