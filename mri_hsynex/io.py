@@ -164,7 +164,7 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image") -> Volume:
     while len(shape) > 3 and shape[-1] == 1:  # single frame (4-D) or NIfTI vector dims (5-D)
         shape = shape[:-1]
     if len(shape) < 3 or min(shape[:3]) < 2:
-        raise HsynexError(f"not a 3-D image (shape {list(img.shape)})", path)
+        raise HsynexError(f"not a 3-D image (shape {[int(n) for n in img.shape]})", path)
     if len(shape) > 4 or (len(shape) == 4 and kind != "posteriors"):
         raise HsynexError(f"has {int(np.prod(shape[3:]))} frames; expected a single 3-D volume",
                           path)

@@ -652,3 +652,22 @@ def test_centroid_world_empty_and_volume_helpers():
     with pytest.raises(ValueError):
         vol.with_data(np.zeros((3, 3, 3)))
     assert io.suffix("A/B.NII.GZ") == ".nii.gz" and io.suffix("x.nii.bz2") == ""
+
+
+# --- real files (../shared/data) -----------------------------------------------------------------
+@pytest.mark.realdata
+def test_real_files_load_and_reorient(shared_data):
+    t2 = load_volume(shared_data / "examples" / "T2w_1x1x2mm.nii.gz")
+    assert t2.shape == (224, 224, 60) and t2.data.dtype == np.float32
+    np.testing.assert_allclose(sorted(t2.voxel_sizes), [1.0, 1.0, 2.0], atol=1e-3)
+    aseg = load_volume(shared_data / "subjects" / "bert" / "mri" / "aseg.mgz", kind="labels")
+    assert aseg.shape == (256, 256, 256) and aseg.data.dtype == np.int32
+    assert nib.aff2axcodes(aseg.affine) == ("L", "I", "A")  # conformed FreeSurfer volume
+    ras, orientation = to_ras(aseg)
+    assert nib.aff2axcodes(ras.affine) == ("R", "A", "S")
+    for label in (28, 60, 14):
+        np.testing.assert_allclose(centroid_world(ras, [label]), centroid_world(aseg, [label]),
+                                   atol=1e-6)
+    # left ventral DC lies left (-x in RAS) of the right one
+    assert centroid_world(aseg, [28])[0] < centroid_world(aseg, [60])[0]
+    np.testing.assert_array_equal(from_ras(ras, orientation).data, aseg.data)
