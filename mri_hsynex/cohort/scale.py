@@ -156,7 +156,7 @@ def run_cohort(subjects_dir: str | os.PathLike, subjects: Iterable[str],
         raise HsynexError(f"--jobs must be at least 1, not {jobs}")
     options = options or SubjectOptions()
     stream = stream or sys.stderr
-    subjects_dir = Path(subjects_dir).resolve()
+    subjects_dir = Path(os.path.abspath(subjects_dir))
     with _progress(len(subjects), progress, stream) as bar:
         def report(outcome: SubjectOutcome) -> None:
             bar.write(_outcome_line(outcome), file=stream)

@@ -318,7 +318,7 @@ def run_subject(subjects_dir: str | os.PathLike, subject: str,
     problem of this subject: the outcome says done, skipped, refused or failed and why."""
     options = options or SubjectOptions()
     start = time.monotonic()
-    subjects_dir = Path(subjects_dir).resolve()
+    subjects_dir = Path(os.path.abspath(subjects_dir))
     layout = SubjectLayout(subjects_dir / subject)
 
     def outcome(status: str, reason: str = "") -> SubjectOutcome:
@@ -350,39 +350,47 @@ def _run_locked(subjects_dir: Path, subject: str, layout: SubjectLayout,
     if (not options.force and image is not None and layout.aseg.is_file()
             and outputs_up_to_date([image, layout.aseg], list(outputs.values()))):
         return outcome(SKIPPED, "outputs are newer than the inputs (use --force to redo)")
-
     try:
         rotate_log(layout.log)
-        log = open(layout.log, "w", buffering=1)  # noqa: SIM115 - closed in finally
+        log = open(layout.log, "w", buffering=1)
     except OSError as err:
         return outcome(FAILED, f"cannot write the log {layout.log}: {err.strerror}")
-    try:
+    with log:
         log.write(_log_header(subject, subjects_dir, options))
         with contextlib.suppress(FileNotFoundError):
             layout.hardfailure.unlink()  # an old failure no longer describes this run
         try:
-            if image is None:
-                choose_input(layout.root)  # raises with the reason
-            if not layout.aseg.is_file():
-                raise HsynexError("no aseg (needed for the ventral-DC mask)", layout.aseg)
-            log.write(f" {segment_command(image, layout.aseg, outputs, options)}\n\n")
-            log.flush()
-            with captured_output(log):
-                _segment(image, layout.aseg, outputs, subject, options)
+            _work(log, layout, image, outputs, subject, options)
         except Exception as err:  # noqa: BLE001 - one subject's failure must not stop a cohort
-            reason = _one_line(err)
-            if not isinstance(err, HsynexError):
-                log.write(traceback.format_exc())
-            log.write(f"\n{LOG_FAILED_PREFIX}: {reason}\n")
-            try:
-                write_text_atomic(layout.hardfailure,
-                                  _hardfailure_text(subject, reason, layout, options))
-            except (OSError, HsynexError) as write_err:
-                reason += f" (and the hardfailure file could not be written: {write_err})"
-            return outcome(FAILED, reason)
+            return outcome(FAILED, _record_failure(err, log, layout, subject, options))
         seconds = outcome(DONE).seconds
         log.write(f"\n# finished {time.strftime('%a %b %d %H:%M:%S %Z %Y')} "
                   f"({seconds:.1f} s)\n{LOG_DONE_LINE}\n")
         return outcome(DONE)
-    finally:
-        log.close()
+
+
+def _work(log: TextIO, layout: SubjectLayout, image: Path | None, outputs: dict[str, Path],
+          subject: str, options: SubjectOptions) -> None:
+    """Check the inputs, echo the equivalent command and segment, engine output in the log."""
+    if image is None:
+        choose_input(layout.root)  # raises with the reason
+    if not layout.aseg.is_file():
+        raise HsynexError("no aseg (needed for the ventral-DC mask)", layout.aseg)
+    log.write(f" {segment_command(image, layout.aseg, outputs, options)}\n\n")
+    log.flush()
+    with captured_output(log):
+        _segment(image, layout.aseg, outputs, subject, options)
+
+
+def _record_failure(err: Exception, log: TextIO, layout: SubjectLayout, subject: str,
+                    options: SubjectOptions) -> str:
+    """Finish the log with the failure and write the hardfailure file; returns the reason."""
+    reason = _one_line(err)
+    if not isinstance(err, HsynexError):  # unexpected: keep the traceback for a bug report
+        log.write("".join(traceback.format_exception(err)))
+    log.write(f"\n{LOG_FAILED_PREFIX}: {reason}\n")
+    try:
+        write_text_atomic(layout.hardfailure, _hardfailure_text(subject, reason, layout, options))
+    except (OSError, HsynexError) as write_err:
+        reason += f" (and the hardfailure file could not be written: {write_err})"
+    return reason
