@@ -116,7 +116,7 @@ def stats_text(rows: Sequence[StatsRow], *, subject: str | None, seg_file: str,
     lines += [f"# NRows {len(rows)} ", f"# NTableCols {len(_TABLE_COLUMNS)} ",
               "# ColHeaders  " + " ".join(c[0] for c in _TABLE_COLUMNS) + " "]
     for row in rows:
-        lines.append(f"{row.index:3d} {row.seg_id:4d} {row.nvoxels:9d} {row.volume_mm3:10.1f}  "
+        lines.append(f"{row.index:3d} {row.seg_id:3d} {row.nvoxels:9d} {row.volume_mm3:10.1f}  "
                      f"{row.name:<32s}")
     return "\n".join(lines) + "\n"
 
