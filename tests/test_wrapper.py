@@ -262,7 +262,12 @@ def check_cohort_end_to_end(sd: Path, first: list[str], refused: str, second: li
             assert (root / rel).is_file(), (subject, rel)
         assert not (root / C.SUBJECT_LOCK).exists()
         assert not (root / C.SUBJECT_HARDFAILURE).exists()
-        # asegstats2table's column rules: SegId 2, NVoxels 3, Volume_mm3 4, StructName 5
+        # asegstats2table's column rules: SegId 2, NVoxels 3, Volume_mm3 4, StructName 5,
+        # applied literally to every line that does not start with '#'
+        rows = [line.split() for line in (root / C.SUBJECT_STATS).read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+        assert [(int(r[1]), r[4]) for r in rows] == [(row.id, row.name) for row in ALL_OUTPUT_ROWS]
+        assert all(int(r[2]) >= 0 and float(r[3]) >= 0 for r in rows)
         volumes = read_structure_values(root / C.SUBJECT_STATS)
         nvoxels = read_structure_values(root / C.SUBJECT_STATS, "nvoxels")
         assert list(volumes) == names
