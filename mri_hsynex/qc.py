@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .errors import HsynexError
-from .labels import SUBUNIT_IDS, SUBUNITS
+from .labels import LEFT_SUBUNIT_IDS, SUBUNIT_IDS, SUBUNITS
 
 ALPHA = 0.5  # opacity of the label overlay
 
@@ -80,7 +80,8 @@ _VIEWS = (
 
 
 def _draw_view(ax, image: np.ndarray, labels: np.ndarray, centre: np.ndarray,
-               voxel_mm: np.ndarray, view, zoom_mm: float, lut: dict) -> None:
+               voxel_mm: np.ndarray, view, zoom_mm: float, lut: dict,
+               name_suffix: str = "") -> None:
     fixed, h_axis, v_axis, name, left_mark, right_mark, flip = view
     index = int(np.clip(round(centre[fixed]), 0, image.shape[fixed] - 1))
     im2 = np.take(image, index, axis=fixed)
@@ -109,7 +110,7 @@ def _draw_view(ax, image: np.ndarray, labels: np.ndarray, centre: np.ndarray,
     ax.set_ylim(extent_v[0], extent_v[1])
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"{name} (slice {index})", fontsize=9)
+    ax.set_title(f"{name}{name_suffix} (slice {index})", fontsize=9)
     style = dict(transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold",
                  va="center")
     ax.text(0.03, 0.5, left_mark, ha="left", **style)
@@ -169,7 +170,14 @@ def save_overlay_png(path: str | os.PathLike, image, seg, *, title: str = "",
     axes = [fig.add_axes((0.01 + i * 0.33, 0.17, 0.31, 0.73)) for i in range(3)]
     for ax, view in zip(axes, _VIEWS):
         ax.set_facecolor("black")
-        _draw_view(ax, data, labels, centre, voxel_mm, view, zoom_mm, lut)
+        view_centre, suffix = centre, ""
+        left = np.isin(labels, LEFT_SUBUNIT_IDS)
+        if view[3] == "sagittal" and center_world is None and left.any():
+            # the centroid of both sides lies in the 3rd ventricle: cut through the left side
+            view_centre = centre.copy()
+            view_centre[0] = np.argwhere(left)[:, 0].mean()
+            suffix = " through the left side"
+        _draw_view(ax, data, labels, view_centre, voxel_mm, view, zoom_mm, lut, suffix)
     entries = _legend_entries(labels, lut)
     if entries:
         handles = [Patch(facecolor=np.asarray(rgb) / 255.0, edgecolor="none", label=text)

@@ -164,3 +164,23 @@ def load_teacher(path: str | os.PathLike, wiring: Wiring = DEFAULT_WIRING):
     model = build_teacher_network(wiring)
     load_teacher_weights(model, path)
     return model
+
+
+def save_teacher_weights(model, path: str | os.PathLike) -> None:
+    """Write ``model``'s weights in the Keras-2 ``save_weights`` HDF5 layout that
+    ``load_teacher_weights`` reads (for tests and stand-in teachers; atomic write)."""
+    import h5py
+    import keras
+
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["layer_names"] = np.array([layer.name.encode() for layer in model.layers])
+        f.attrs["backend"] = b"keras3"
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            names = [f"{layer.name}/{v.name.split('/')[-1]}:0" for v in layer.weights]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for name, var in zip(names, layer.weights):
+                group.create_dataset(name, data=np.asarray(keras.ops.convert_to_numpy(var.value),
+                                                          np.float32))

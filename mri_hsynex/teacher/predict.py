@@ -30,7 +30,8 @@ def normalise_intensities(data: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(data, PERCENTILES)
     if hi <= lo:
         return np.zeros(data.shape, np.float32)
-    return np.clip((data.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    scaled = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def crop_shape(shape: Sequence[int], crop: int | Sequence[int] | None) -> tuple[int, int, int]:
@@ -153,5 +154,8 @@ class Teacher:
         post[..., 0][post.sum(-1) < 1e-6] = 1.0
         seg = CHANNEL_LABELS[post.argmax(-1)]
         if lcc:  # interpolation can split a component again
-            seg[largest_component_per_hemisphere(seg)] = 0
+            removed = largest_component_per_hemisphere(seg)
+            seg[removed] = 0
+            post[removed, 0] += post[removed, 1:].sum(-1)
+            post[removed, 1:] = 0.0
         return seg, post
