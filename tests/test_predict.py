@@ -258,3 +258,25 @@ def test_model_dir_lookup_order(tmp_path, monkeypatch):
     (explicit / "stage2.keras").unlink()
     with pytest.raises(HsynexError, match="stage2.keras missing"):
         find_model_dir(explicit)
+
+
+@pytest.mark.realdata
+def test_aseg_crop_centre_is_on_the_atlas_hypothalamus(shared_data):
+    """On the MNI2009c aparc+aseg, the crop centre falls within 3 mm of the centroid of the
+    CIT168 hypothalamus map, and the 64 mm crop holds all of it."""
+    import nibabel as nib
+
+    atlases = shared_data / "atlases"
+    aseg = nib.load(atlases / "pandora_MNI2009c_aparc+aseg.nii.gz")
+    labels = np.rint(np.asarray(aseg.dataobj)).astype(np.int32)
+    grid = G.Grid(labels.shape, aseg.affine)
+    loc = localise_from_aseg(labels, grid, grid)
+    hth = np.asarray(nib.load(atlases / "CIT168toMNI152_prob_atlas_bilat_1mm.nii.gz")
+                     .dataobj[..., 13])
+    inside = hth > 0.3
+    centroid = grid.world((np.argwhere(inside) * hth[inside][:, None]).sum(0) / hth[inside].sum())
+    assert np.linalg.norm(loc.centre_world - centroid) < 3.0
+    crop = G.ras_grid(loc.centre_world, 1.0, (64, 64, 64), snap_to=grid)
+    extent = np.abs(grid.world(np.argwhere(inside)) - loc.centre_world).max(axis=0)
+    assert np.all(extent < 31.5), extent
+    assert crop.shape == (64, 64, 64)

@@ -125,6 +125,22 @@ def test_resample_model_keeps_the_model_grid(scan, models, capsys):
     np.testing.assert_allclose(np.abs(np.diag(seg.affine)[:3]), 1.0)
 
 
+def test_oblique_thick_slice_scan(tmp_path, models, capsys):
+    labels = tiny_label_map((32, 32, 16))
+    angle = np.deg2rad(15)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)],
+                         [0, np.sin(angle), np.cos(angle)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([2.5, 2.5, 5.0])
+    affine[:3, 3] = -rotation @ np.array([40.0, 40.0, 40.0])
+    image = _write(tmp_path / "oblique.nii.gz", _image(labels), affine)
+    rc, _, err = _run(["--i", image, "--o", tmp_path / "seg.nii.gz", "--qc", tmp_path / "q.png",
+                       "--model", models], capsys)
+    assert rc == 0, err
+    seg = nib.load(tmp_path / "seg.nii.gz")
+    assert seg.shape == (32, 32, 16) and np.allclose(seg.affine, affine, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_overwrite_is_announced(scan, models, capsys):
     out = scan["out"]
@@ -339,3 +355,22 @@ def test_batch_errors_before_work(tmp_path, models, capsys):
     rc, _, err = _run(["--i", listing, "--o", tmp_path / "segs", "--aseg", listing,
                        "--model", models], capsys)
     assert rc == 1 and "--aseg" in err
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_subject_with_aseg(shared_data, models, tmp_path, capsys):
+    mri = shared_data / "subjects" / "sub-01" / "mri"
+    rc, _, err = _run(["--i", mri / "T1.mgz", "--aseg", mri / "aseg.mgz",
+                       "--o", tmp_path / "seg.mgz", "--stats", tmp_path / "h.stats",
+                       "--model", models], capsys)
+    assert rc == 0, err
+    seg, t1 = nib.load(tmp_path / "seg.mgz"), nib.load(mri / "T1.mgz")
+    assert seg.shape == t1.shape and np.allclose(seg.affine, t1.affine)
+    labels = np.asarray(seg.dataobj)
+    aseg = np.asarray(nib.load(mri / "aseg.mgz").dataobj)
+    # every label lies within 3 mm of the subject's ventral DC / 3rd ventricle
+    from mri_hsynex.predict.postprocess import dilate
+
+    near = dilate(np.isin(aseg, (28, 60, 14)), 3.5, 1.0)
+    assert not np.any((labels > 0) & ~near)

@@ -64,3 +64,48 @@ def build_reference(per_subject: dict[str, dict[str, float]], provenance: str) -
             table[name] = {"mean": round(float(np.mean(values)), 1),
                            "sd": round(float(np.std(values, ddof=1)), 1), "n": len(values)}
     return {"provenance": provenance, "volumes": table}
+
+
+def reference_from_tsv(path: str | os.PathLike) -> dict:
+    """Reference from a volumes TSV (``subject``, the ten LUT names, ``whole_left``,
+    ``whole_right``, ``whole``; e.g. ``build/labels/subunit_volumes.tsv``)."""
+    import csv
+
+    from ..labels import VOLUME_COLUMNS
+
+    names = dict(zip(VOLUME_COLUMNS, [row.name for row in ALL_OUTPUT_ROWS]))
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except OSError as err:
+        raise HsynexError(f"cannot read volumes table ({err.strerror})", path) from None
+    per_subject = {r["subject"]: {names[c]: float(r[c]) for c in VOLUME_COLUMNS if r.get(c)}
+                   for r in rows}
+    return build_reference(per_subject, f"mean and SD (ddof 1) of the teacher's volumes "
+                           f"(Billot et al. 2020 network, FreeSurfer's "
+                           f"mri_segment_hypothalamic_subunits) on {len(per_subject)} real "
+                           f"subjects: {', '.join(sorted(per_subject))} ({path.name})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mri_hsynex.predict.reference TSV``: rewrite the shipped reference file."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m mri_hsynex.predict.reference build/labels/subunit_volumes.tsv",
+              file=sys.stderr)
+        return 1
+    from ..io import atomic_path
+
+    reference = reference_from_tsv(argv[0])
+    REFERENCE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(REFERENCE_FILE) as tmp:
+        Path(tmp).write_text(json.dumps(reference, indent=1) + "\n")
+    print(f"wrote {REFERENCE_FILE} ({reference['provenance']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

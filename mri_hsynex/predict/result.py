@@ -85,16 +85,32 @@ class SegmentationResult:
         seg[region] = CHANNEL_LABELS[np.argmax(post, axis=-1)]
         return seg
 
-    def output_posteriors(self) -> np.ndarray:
+    def output_posteriors(self, dtype: str | np.dtype = np.float32) -> np.ndarray:
         """float32 (X, Y, Z, 11) posteriors on the output grid (background 1 outside the crop).
-        On the native grid of a 256³ scan this is ~740 MB: built only when asked."""
+        On the native grid of a 256³ scan this is ~740 MB: built only when asked, directly in
+        the file's ``dtype`` (e.g. big-endian for MGH) so that writing needs no copy."""
         if self.resample == "model":
-            return self.posteriors.astype(np.float32)
+            return self.posteriors.astype(dtype)
         region, post = self._native_box
-        out = np.zeros(tuple(self.image_grid.shape) + (post.shape[-1],), np.float32)
+        out = np.zeros(tuple(self.image_grid.shape) + (post.shape[-1],), dtype)
         out[..., 0] = 1.0
         out[region] = post
         return out
+
+    def _save_posteriors(self, path: Path) -> None:
+        """Write POST (float32 4-D) without the full-size copies a generic writer makes."""
+        import nibabel as nib
+
+        from ..io import suffix
+
+        affine = np.asarray(self.output_grid.affine, np.float64)
+        if suffix(path) in (".mgz", ".mgh"):
+            image = nib.MGHImage(self.output_posteriors(np.dtype(">f4")), affine)
+        else:
+            image = nib.Nifti1Image(self.output_posteriors(np.float32), affine)
+            image.set_qform(affine, code=1)
+            image.set_sform(affine, code=1)
+        nib.save(image, str(path))
 
     # --- volumes and QC --------------------------------------------------------------------
     @cached_property
@@ -217,8 +233,7 @@ class SegmentationResult:
         seg_volume = Volume(self.seg, grid.affine, None)
         save_volume(seg_volume, staged.tmp(paths.seg), kind="labels")
         if paths.post is not None:
-            save_volume(Volume(self.output_posteriors(), grid.affine, None),
-                        staged.tmp(paths.post), kind="posteriors")
+            self._save_posteriors(staged.tmp(paths.post))
         if paths.vol_csv is not None:
             from ..volumes import write_volumes_csv
 
