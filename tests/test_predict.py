@@ -194,10 +194,12 @@ def test_volumes_soft_and_hard():
 
 def test_reference_z_scores():
     ref = build_reference({"a": {"L_hypothalamus_posterior": 100.0},
-                           "b": {"L_hypothalamus_posterior": 120.0}}, "test")
+                           "b": {"L_hypothalamus_posterior": 140.0}}, "test")
     entry = ref["volumes"]["L_hypothalamus_posterior"]
-    assert entry["mean"] == 110.0 and entry["n"] == 2
-    assert z_scores({803: 110.0 + entry["sd"]}, ref)[803] == pytest.approx(1.0)
+    assert entry["mean"] == 120.0 and entry["n"] == 2
+    assert z_scores({803: 120.0 + entry["sd"]}, ref)[803] == pytest.approx(1.0)
+    ref["volumes"]["L_hypothalamus_posterior"]["sd"] = 1.0  # floored at 15 % of the mean
+    assert z_scores({803: 138.0}, ref)[803] == pytest.approx(1.0)
     assert "Left-Hypothalamus-Whole" in ref["volumes"]
 
 

@@ -19,6 +19,7 @@ from ..labels import ALL_OUTPUT_ROWS
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "data" / "reference_volumes.json"
 ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
+SD_FLOOR_FRACTION = 0.15
 
 
 def load_reference(path: str | os.PathLike = REFERENCE_FILE) -> dict:
@@ -33,13 +34,22 @@ def load_reference(path: str | os.PathLike = REFERENCE_FILE) -> dict:
 
 
 def z_scores(volumes_mm3: dict[int, float], reference: dict) -> dict[int, float]:
-    """Label id -> (volume - mean) / SD for every structure the reference knows (SD > 0)."""
+    """Label id -> (volume - mean) / SD for every structure the reference knows.
+
+    The SD used is at least ``sd_floor_fraction`` (reference key, default 0.15) of the mean: a
+    handful of subjects underestimates the population spread, and different tools (and soft vs
+    hard volumes) differ systematically.
+    """
     table = reference.get("volumes", {})
+    floor = float(reference.get("sd_floor_fraction", SD_FLOOR_FRACTION))
     out: dict[int, float] = {}
     for label, volume in volumes_mm3.items():
         ref = table.get(ROW_NAMES.get(label, ""))
-        if ref and float(ref.get("sd", 0)) > 0:
-            out[label] = (float(volume) - float(ref["mean"])) / float(ref["sd"])
+        if not ref:
+            continue
+        sd = max(float(ref.get("sd", 0)), floor * abs(float(ref["mean"])))
+        if sd > 0:
+            out[label] = (float(volume) - float(ref["mean"])) / sd
     return out
 
 
@@ -63,7 +73,7 @@ def build_reference(per_subject: dict[str, dict[str, float]], provenance: str) -
         if len(values) >= 2:
             table[name] = {"mean": round(float(np.mean(values)), 1),
                            "sd": round(float(np.std(values, ddof=1)), 1), "n": len(values)}
-    return {"provenance": provenance, "volumes": table}
+    return {"provenance": provenance, "sd_floor_fraction": SD_FLOOR_FRACTION, "volumes": table}
 
 
 def reference_from_tsv(path: str | os.PathLike) -> dict:

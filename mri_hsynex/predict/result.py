@@ -20,7 +20,6 @@ from ..labels import ALL_OUTPUT_ROWS, GROUPINGS, SUBUNIT_IDS, SUBUNIT_NAMES
 from .grid import Grid, footprint, sample, sub_grid
 from .localise import Localisation
 from .outputs import OutputPaths, StagedFiles, check_output_paths
-from .reference import load_reference, z_scores
 
 CHANNEL_LABELS = np.array((0,) + SUBUNIT_IDS, dtype=np.int32)  # channel -> label id
 ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
@@ -139,6 +138,8 @@ class SegmentationResult:
     def qc(self) -> dict:
         """QC metrics and flag: mean max posterior inside the structure (model grid), volume
         z-scores against the reference, reasons for ``qc_flag``."""
+        from .reference import load_reference, z_scores
+
         reference = load_reference()
         hard = np.argmax(self.posteriors, axis=-1)
         inside = hard > 0
