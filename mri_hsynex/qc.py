@@ -38,11 +38,14 @@ def _as_lut(lut) -> dict[int, tuple[str, tuple[int, int, int]]]:
 
 
 def _robust_window(values: np.ndarray) -> tuple[float, float]:
-    """Grey-level window from the 0.5th to the 99.5th percentile of the displayed voxels."""
+    """Grey-level window: 2nd percentile of the non-zero displayed voxels (the background of a
+    skull-stripped or defaced image is zero) to the 99.5th percentile of all of them."""
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0
-    lo, hi = np.percentile(values, [0.5, 99.5])
+    nonzero = values[values != 0]
+    lo = np.percentile(nonzero, 2.0) if nonzero.size else 0.0
+    hi = np.percentile(values, 99.5)
     if hi <= lo:
         hi = lo + 1.0
     return float(lo), float(hi)
