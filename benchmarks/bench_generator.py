@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MAP = REPO.parent / "shared" / "data" / "synthseg_label_maps" / "training_seg_01.nii.gz"
-THREADS = int(os.environ.get("HSYNEX_BENCH_THREADS", "2"))
+THREADS = int(os.environ.get("HSYNEX_BENCH_THREADS", "2"))  # of the train step, and default
 
 CONFIGS = {
     "stage (64^3 @ 1 mm, subunits + distance)": {
@@ -50,11 +50,11 @@ def _label_map_file(tmp: Path) -> Path:
     return path
 
 
-def measure_generator(config: dict, label_path: str, seconds: float) -> dict:
+def measure_generator(config: dict, label_path: str, seconds: float, threads: int) -> dict:
     """Samples/s of one generator config (run inside the backend's own process)."""
     from mri_hsynex.backend import configure
 
-    backend = configure(THREADS)
+    backend = configure(threads)
     import keras
     import numpy as np
 
@@ -72,15 +72,16 @@ def measure_generator(config: dict, label_path: str, seconds: float) -> dict:
 
     for _ in range(3):  # warm-up
         one()
-    times = []
+    times, cpu = [], []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or len(times) < 5:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         one()
         times.append(time.perf_counter() - t0)
-    return {"backend": backend, "samples": len(times),
+        cpu.append(time.process_time() - c0)
+    return {"backend": backend, "threads": threads, "samples": len(times),
             "median_s": float(np.median(times)), "samples_per_s": float(1 / np.median(times)),
-            "map_shape": list(source.maps[0].shape)}
+            "cpu_s": float(np.median(cpu)), "map_shape": list(source.maps[0].shape)}
 
 
 def measure_train_step(steps: int) -> dict:
@@ -118,12 +119,14 @@ def measure_train_step(steps: int) -> dict:
     y = np.eye(11, dtype="float32")[rng.integers(0, 11, (1, 64, 64, 64))]
     for _ in range(2):
         model.train_on_batch(x, y)
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"backend": backend, "steps": steps, "median_s": float(np.median(times)),
+            "cpu_s": float(np.median(cpu)),
             "params": int(model.count_params()), "model": builder}
 
 
@@ -152,7 +155,8 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter timings")
-    parser.add_argument("--backends", default="tensorflow,torch")
+    parser.add_argument("--runs", default=f"tensorflow:{THREADS},torch:{THREADS},torch:1",
+                        help="backend:threads,... (default: %(default)s)")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else 20.0
     results = {"threads": THREADS, "cpu_count": os.cpu_count(), "generator": [],
@@ -161,10 +165,11 @@ def main() -> int:
         label_path = _label_map_file(Path(tmp))
         results["label_map"] = label_path.name
         for name, config in CONFIGS.items():
-            for backend in args.backends.split(","):
+            for run in args.runs.split(","):
+                backend, threads = run.split(":")
                 r = _child("measure_generator", backend,
                            {"config": config, "label_path": str(label_path),
-                            "seconds": seconds})
+                            "seconds": seconds, "threads": int(threads)})
                 results["generator"].append({"config": name, **r})
     results["train_step"] = _child("measure_train_step", "torch",
                                    {"steps": 3 if args.quick else 6})
@@ -175,19 +180,21 @@ def main() -> int:
     (out / "generator.json").write_text(json.dumps(results, indent=1) + "\n")
 
     print(f"Label map {results['label_map']} ({results['generator'][0]['map_shape']}), "
-          f"{THREADS} threads on {results['cpu_count']} cores (shared; load average "
+          f"{results['cpu_count']} cores shared with other jobs (load average "
           f"{results['load_average_before']:.1f} before, {results['load_average_after']:.1f} "
           "after).\n")
-    print("| config | backend | samples/s | s/sample | share of a torch train step |")
-    print("|---|---|---|---|---|")
+    print("| config | backend | threads | samples/s | s/sample (wall) | CPU s/sample | "
+          "share of a torch train step |")
+    print("|---|---|---|---|---|---|---|")
     for r in results["generator"]:
         share = r["median_s"] / (r["median_s"] + step)
-        print(f"| {r['config']} | {r['backend']} | {r['samples_per_s']:.1f} | "
-              f"{r['median_s']:.3f} | {100 * share:.0f} % |")
+        print(f"| {r['config']} | {r['backend']} | {r['threads']} | {r['samples_per_s']:.1f} | "
+              f"{r['median_s']:.3f} | {r['cpu_s']:.3f} | {100 * share:.0f} % |")
     t = results["train_step"]
     print(f"\nTrain step ({t['model']}, {t['params']:,} parameters, 64^3, batch 1, Adam, "
-          f"{t['backend']}): {step:.2f} s (median of {t['steps']}). Share = generator time / "
-          "(generator time + train step).")
+          f"{t['backend']}, {THREADS} threads): {step:.2f} s wall, {t['cpu_s']:.2f} CPU s "
+          f"(median of {t['steps']}). Share = generator time / (generator time + train step), wall "
+          "times. CPU s = process time (all threads), less sensitive to other jobs.")
     return 0
 
 

@@ -191,6 +191,24 @@ def test_label_map_source(tmp_path):
     assert center.dtype == np.float32
 
 
+@pytest.mark.backend
+def test_source_blocks_give_the_same_samples_as_whole_maps(tmp_path):
+    pytest.importorskip("mri_hsynex.io")
+    from mri_hsynex.generator import LabelMapSource, build_generator
+    from mri_hsynex.generator.data import reach_voxels
+
+    path = _save(tmp_path / "a.nii.gz", tiny_label_map((40, 40, 40)), tiny_affine())
+    cfg = GeneratorConfig(output_shape=(8, 8, 8), crop_jitter_mm=2.0, nonlin_std=1.0)
+    source = LabelMapSource([path], cfg)
+    block, center = source.get(0)
+    whole, whole_center = source.get(0, whole=True)
+    assert block.shape[1:] != whole.shape[1:] and max(block.shape[1:]) <= 2 * reach_voxels(cfg) + 2
+    a = _np(build_generator(cfg, seed=1)({"labels": block, "center": center}))
+    b = _np(build_generator(cfg, seed=1)({"labels": whole, "center": whole_center}))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_label_map_source_errors(tmp_path):
     from mri_hsynex.generator.data import list_label_maps
 

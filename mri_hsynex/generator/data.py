@@ -55,6 +55,21 @@ def label_centroid(data: np.ndarray, ids: Sequence[int]) -> np.ndarray | None:
     return np.array([w.mean() for w in where], dtype=np.float32)
 
 
+def reach_voxels(cfg: GeneratorConfig) -> float:
+    """How far (input voxels, per axis) from the crop centre the generator can read labels.
+
+    Bound of |A p| over the crop corners (A = rotation . shear . scaling: spectral norm at most
+    (1 + scaling_bounds)(1 + sqrt(6) shearing_bounds)), plus jitter and translation, plus five
+    times the largest elastic std (linear upsampling never exceeds the largest grid value), plus
+    rounding. Beyond it the generator would only ever read background.
+    """
+    half = np.array([(n - 1) / 2.0 for n in cfg.output_shape]) * cfg.output_voxel_mm
+    norm = (1 + cfg.scaling_bounds) * (1 + np.sqrt(6.0) * cfg.shearing_bounds)
+    linear = norm * float(np.sqrt((half**2).sum())) / cfg.input_voxel_mm
+    shift = (cfg.crop_jitter_mm + cfg.translation_bounds_mm) / cfg.input_voxel_mm
+    return linear + shift + 5.0 * cfg.nonlin_std + 2.0
+
+
 class LabelMapSource:
     """Label maps kept in memory (uint16, RAS, ``cfg.input_voxel_mm``) with their crop centres.
 
@@ -111,9 +126,21 @@ class LabelMapSource:
     def __len__(self) -> int:
         return len(self.maps)
 
-    def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Map ``index`` as (labels (1, X, Y, Z) int32, centre (1, 3) float32 input voxels)."""
-        return self.maps[index][None].astype(np.int32), self.centers[index][None].copy()
+    def get(self, index: int, whole: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Map ``index`` as (labels (1, X, Y, Z) int32, centre (1, 3) float32 input voxels).
+
+        Unless ``whole``, only the block of the map the generator can reach from the centre
+        (``reach_voxels``) is returned, with the centre in block coordinates: the generator's
+        output is the same, and far less memory is converted and copied per sample.
+        """
+        data, center = self.maps[index], self.centers[index]
+        if whole:
+            return data[None].astype(np.int32), center[None].copy()
+        reach = reach_voxels(self.cfg)
+        lo = np.maximum(np.floor(center - reach).astype(int), 0)
+        hi = np.minimum(np.ceil(center + reach).astype(int) + 1, data.shape)
+        block = data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        return block[None].astype(np.int32), (center - lo)[None].astype(np.float32)
 
     def sample_index(self) -> int:
         """The index of a random map (advances the random state like ``sample``)."""

@@ -83,7 +83,8 @@ def synthesise(labels: str | os.PathLike, n: int, out_dir: str | os.PathLike,
         image = np.asarray(keras.ops.convert_to_numpy(out["image"]))[0, ..., 0]
         sample_labels = np.asarray(keras.ops.convert_to_numpy(out["labels"]))[0]
         affine = source.affines[index]
-        affine = output_affine(cfg, affine[:3, :3] @ center[0] + affine[:3, 3])
+        centre = source.centers[index]  # whole-map voxels (``center`` is in block voxels)
+        affine = output_affine(cfg, affine[:3, :3] @ centre + affine[:3, 3])
         for kind, data in (("image", image.astype(np.float32)),
                            ("labels", sample_labels.astype(np.int32))):
             path = out_dir / f"sample_{i:03d}_{kind}.nii.gz"
