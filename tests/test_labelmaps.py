@@ -175,3 +175,32 @@ def test_real_subject_passes_the_checks(shared_data, tmp_path):
     assert result.sides_ok, result.centroid_offsets_mm
     assert 600 <= result.whole_mm3 <= 1400
     assert result.inside_fraction >= 0.90
+
+
+def _with_anchor_blobs(labels: np.ndarray) -> np.ndarray:
+    """Add brain-stem (16) and optic-chiasm (85) blobs so the anchors are not coplanar."""
+    out = labels.copy()
+    n = labels.shape[0]
+    c = n // 2
+    out[c - 2:c + 2, 2:6, c - 8:c - 4] = 16
+    out[c - 2:c + 2, n - 8:n - 4, c - 2:c + 1] = 85
+    return out
+
+
+def test_transfer_recovers_subunits_of_a_shifted_copy():
+    from mri_hsynex.labelmaps.transfer import Atlas, anchors, dice, fit_affine, transfer_subunits
+
+    atlas_map = _with_anchor_blobs(tiny_label_map((40, 40, 40)))
+    affine = tiny_affine()
+    moved = np.roll(atlas_map, (2, -1, 1), axis=(0, 1, 2))  # the same anatomy, moved 2/-1/1 mm
+    truth, target = _split(moved)
+    atlas = Atlas(atlas_map, affine, "a")
+    matrix = fit_affine(anchors(target, affine), atlas.anchors)
+    assert np.allclose(matrix[:3, :3], np.eye(3), atol=0.05)
+    assert np.allclose(matrix[:3, 3], [-2, 1, -1], atol=0.3)
+    seg = transfer_subunits(target, affine, [atlas])
+    assert set(np.unique(seg)) <= {0, *SUBUNIT_IDS}
+    assert dice(seg > 0, truth > 0) > 0.9
+    assert np.mean([dice(seg == i, truth == i) for i in SUBUNIT_IDS]) > 0.7
+    with pytest.raises(ValueError, match="coplanar"):
+        fit_affine(Atlas(tiny_label_map((40, 40, 40)), affine).anchors, atlas.anchors)

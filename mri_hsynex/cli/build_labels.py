@@ -18,6 +18,8 @@ Build the training label maps in one go:
      the plausibility checks OUTDIR/checks.tsv (printed);
   2. rewrite the SynthSeg whole-brain maps of --synthseg as OUTDIR/synthseg_XX_labels.nii.gz
      (int32; they have no subunit labels).
+With --transfer, the SynthSeg maps also get subunits voted from the subjects' label maps
+(affine alignment on deep-structure centroids) in OUTDIR/transferred/ (with checks and QC).
 Existing label maps are reused (checks, volumes and figures are redone) unless --force.
 
 The teacher weights (FreeSurfer's hypothalamus_seg_model.h5) are not shipped with hsynex: give
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SynthSeg label maps to convert (default: SD/../synthseg_label_maps "
                              "if present)")
     parser.add_argument("--no-synthseg", action="store_true", help="skip the SynthSeg maps")
+    parser.add_argument("--transfer", action="store_true",
+                        help="also give the SynthSeg maps subunits by multi-atlas registration "
+                             "from the subjects (written to OUTDIR/transferred/)")
     parser.add_argument("--crop", type=int, default=None, metavar="N",
                         help="block (voxels at 1 mm) the teacher sees (default: 160)")
     parser.add_argument("--force", action="store_true", help="rebuild existing label maps")
@@ -85,6 +90,15 @@ def _work(args: argparse.Namespace) -> int:
         print(f"\nSynthSeg label maps from {synthseg}:")
         rows = convert_synthseg(synthseg, out, force=args.force)
         print(f"{len(rows)} maps written (no subunit labels)")
+        if args.transfer:
+            from ..labelmaps.build import transfer_to_synthseg
+
+            passed = [c.subject for c in checks if c.passed]
+            print(f"\nsubunits for the SynthSeg maps voted from {len(passed)} subjects:")
+            moved = transfer_to_synthseg(out, passed)
+            print("\t".join(CHECK_COLUMNS))
+            for c in moved:
+                print("\t".join(c.row()[k] for k in CHECK_COLUMNS))
     print(f"\nlabel maps: {out}/*_labels.nii.gz\nvolumes:    {out / 'subunit_volumes.tsv'}\n"
           f"checks:     {out / 'checks.tsv'}\nQC figures: {out / 'qc'}/")
     failed_checks = [c.subject for c in checks if not c.passed]

@@ -232,3 +232,51 @@ def convert_synthseg(source_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         log(f"{path.name} -> {out}")
     write_tsv(out_dir / SYNTHSEG_TSV, tuple(rows[0]), rows)
     return rows
+
+
+TRANSFER_DIR = "transferred"
+
+
+def label_map_picture(labels: np.ndarray) -> np.ndarray:
+    """A grey image of a label map for QC figures (each label its own fixed grey, 0 black)."""
+    grey = (np.asarray(labels, np.int64) * 53) % 200 + 40
+    return np.where(labels > 0, grey, 0).astype(np.float32)
+
+
+def transfer_to_synthseg(out_dir: str | os.PathLike, atlas_names: Sequence[str], *,
+                         log: Callable[[str], None] = print) -> list[SubunitChecks]:
+    """Give the converted SynthSeg maps of ``out_dir`` subunits voted from the subject label
+    maps ``<name>_labels.nii.gz`` of ``atlas_names`` (``labelmaps.transfer``); writes
+    ``out_dir/transferred/synthseg_XX_labels.nii.gz``, QC figures and ``checks.tsv`` there."""
+    from ..io import Volume, load_volume, save_volume
+    from ..qc import save_overlay_png
+    from .transfer import Atlas, transfer_subunits
+
+    out_dir = Path(out_dir)
+    atlases = []
+    for name in atlas_names:
+        vol = load_volume(out_dir / f"{name}{LABELS_SUFFIX}", kind="labels")
+        atlases.append(Atlas(vol.data, vol.affine, name))
+    if not atlases:
+        raise HsynexError("no subject label maps to transfer subunits from", out_dir)
+    targets = sorted(out_dir.glob(f"synthseg_*{LABELS_SUFFIX}"))
+    if not targets:
+        raise HsynexError("no converted SynthSeg maps (synthseg_*_labels.nii.gz) in", out_dir)
+    dest = out_dir / TRANSFER_DIR
+    (dest / QC_DIR).mkdir(parents=True, exist_ok=True)
+    all_checks = []
+    for path in targets:
+        target = load_volume(path, kind="labels")
+        seg = transfer_subunits(target.data, target.affine, atlases)
+        name = path.name[: -len(LABELS_SUFFIX)]
+        save_volume(Volume(paint_subunits(target.data, seg), target.affine),
+                    dest / path.name, kind="labels")
+        checks = check_subunits(name, seg, target.data, target.affine)
+        all_checks.append(checks)
+        save_overlay_png(dest / QC_DIR / f"{name}.png",
+                         Volume(label_map_picture(target.data), target.affine),
+                         Volume(seg, target.affine),
+                         title=f"{name}: subunits voted from {len(atlases)} subjects")
+        log(f"{path.name}: {checks.whole_mm3:.0f} mm3 of subunits -> {dest / path.name}")
+    write_tsv(dest / CHECKS_TSV, CHECK_COLUMNS, [c.row() for c in all_checks])
+    return all_checks
