@@ -154,6 +154,20 @@ def test_deformation_identity_and_small():
     assert set(np.unique(warped)) <= set(np.unique(labels))
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_deformation_volume_follows_the_jacobian(seed):
+    """A few-% scaling must change the hypothalamus volume by the scaling's determinant
+    (nearest neighbour alone rounds it back to the identity near the centre)."""
+    labels = tiny_label_map((40, 40, 40))
+    sd = 0.04
+    scales = 1.0 + sd * np.random.default_rng(seed).standard_normal(3)  # the function's 1st draw
+    warped = anatomy.random_deformation(labels, np.random.default_rng(seed), scale_sd=sd,
+                                        elastic_mm=0.0)
+    before = anatomy.label_volumes(labels)[813]
+    after = anatomy.label_volumes(warped)[813]
+    assert after / before == pytest.approx(np.prod(scales), abs=0.01)
+
+
 def test_dice_cv_auroc_ranksum_on_known_numbers():
     a = np.array([0, 801, 801, 802, 0])
     b = np.array([0, 801, 0, 802, 802])
@@ -183,7 +197,7 @@ class _OracleEngine:
         self.affine = affine
         self.erode = erode
 
-    def segment(self, image_path, aseg_path=None):
+    def segment(self, image_path, aseg_path=None, centre_world=None):
         import nibabel as nib
 
         from mri_hsynex.validate.engines import Segmentation, nearest_onto

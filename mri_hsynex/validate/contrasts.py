@@ -29,8 +29,8 @@ from ..labels import (
 
 # --- tissues ------------------------------------------------------------------------------------
 TISSUES: tuple[str, ...] = (
-    "background", "wm", "cortex", "deep_gm", "csf", "ventral_dc", "hypothalamus", "brainstem",
-    "cerebellum_gm", "vessel", "extra_cerebral", "skull", "scalp",
+    "background", "wm", "cortex", "deep_gm", "thalamus", "csf", "ventral_dc", "hypothalamus",
+    "brainstem", "cerebellum_gm", "vessel", "extra_cerebral", "skull", "scalp",
 )
 _T = {name: i for i, name in enumerate(TISSUES)}
 
@@ -38,8 +38,9 @@ _T = {name: i for i, name in enumerate(TISSUES)}
 TISSUE_OF_LABEL: dict[int, str] = {
     **{i: "wm" for i in (2, 41, 7, 46, 77, 78, 79, 85, 251, 252, 253, 254, 255)},
     **{i: "cortex" for i in (3, 42)},
-    **{i: "deep_gm" for i in (9, 10, 11, 12, 13, 17, 18, 26, 48, 49, 50, 51, 52, 53, 54, 58,
-                             96, 97, 136, 137, 163, 164)},
+    **{i: "deep_gm" for i in (11, 12, 13, 17, 18, 26, 50, 51, 52, 53, 54, 58, 96, 97, 136, 137,
+                             163, 164)},
+    **{i: "thalamus" for i in (9, 10, 48, 49)},
     **{i: "csf" for i in (4, 5, 14, 15, 24, 31, 43, 44, 63, 72)},
     **{i: "ventral_dc" for i in VENTRAL_DC_IDS},
     **{i: "hypothalamus" for i in SUBUNIT_IDS},
@@ -48,24 +49,26 @@ TISSUE_OF_LABEL: dict[int, str] = {
     **{i: "vessel" for i in (25, 30, 57, 62)},
 }
 
-# Mean intensity of each tissue per named contrast (arbitrary units, 0..1). Hypothalamus is grey
-# matter, slightly apart from the ventral DC (which carries white-matter tracts).
+# Mean intensity of each tissue per named contrast (arbitrary units, 0..1). The hypothalamus is
+# grey matter, apart from the ventral DC (which carries white-matter tracts).
 CONTRASTS: dict[str, dict[str, float]] = {
-    "T1": dict(background=0.02, wm=0.85, cortex=0.45, deep_gm=0.58, csf=0.15, ventral_dc=0.68,
-               hypothalamus=0.56, brainstem=0.72, cerebellum_gm=0.50, vessel=0.40,
-               extra_cerebral=0.55, skull=0.06, scalp=0.80),
-    "T2": dict(background=0.02, wm=0.30, cortex=0.55, deep_gm=0.45, csf=0.95, ventral_dc=0.38,
-               hypothalamus=0.50, brainstem=0.35, cerebellum_gm=0.55, vessel=0.20,
-               extra_cerebral=0.45, skull=0.05, scalp=0.50),
-    "PD": dict(background=0.02, wm=0.55, cortex=0.72, deep_gm=0.66, csf=0.80, ventral_dc=0.60,
-               hypothalamus=0.68, brainstem=0.58, cerebellum_gm=0.70, vessel=0.35,
-               extra_cerebral=0.55, skull=0.08, scalp=0.65),
-    "FLAIR": dict(background=0.02, wm=0.45, cortex=0.62, deep_gm=0.55, csf=0.08, ventral_dc=0.48,
-                  hypothalamus=0.58, brainstem=0.50, cerebellum_gm=0.60, vessel=0.20,
-                  extra_cerebral=0.50, skull=0.05, scalp=0.70),
-    "FA": dict(background=0.02, wm=0.70, cortex=0.12, deep_gm=0.16, csf=0.05, ventral_dc=0.45,
-               hypothalamus=0.20, brainstem=0.60, cerebellum_gm=0.12, vessel=0.10,
-               extra_cerebral=0.06, skull=0.04, scalp=0.08),
+    # T1: tissue medians / WM median in the real T1.mgz of training subjects (sub-01..03, with
+    # the teacher's subunits of build/labels for the hypothalamus: 0.83-0.86), x 0.85
+    "T1": dict(background=0.02, wm=0.85, cortex=0.61, deep_gm=0.72, thalamus=0.81, csf=0.30,
+               ventral_dc=0.85, hypothalamus=0.72, brainstem=0.87, cerebellum_gm=0.65,
+               vessel=0.55, extra_cerebral=0.55, skull=0.35, scalp=0.65),
+    "T2": dict(background=0.02, wm=0.30, cortex=0.55, deep_gm=0.45, thalamus=0.40, csf=0.95,
+               ventral_dc=0.38, hypothalamus=0.50, brainstem=0.35, cerebellum_gm=0.55,
+               vessel=0.20, extra_cerebral=0.45, skull=0.05, scalp=0.50),
+    "PD": dict(background=0.02, wm=0.55, cortex=0.72, deep_gm=0.66, thalamus=0.63, csf=0.80,
+               ventral_dc=0.60, hypothalamus=0.68, brainstem=0.58, cerebellum_gm=0.70,
+               vessel=0.35, extra_cerebral=0.55, skull=0.08, scalp=0.65),
+    "FLAIR": dict(background=0.02, wm=0.45, cortex=0.62, deep_gm=0.55, thalamus=0.52, csf=0.08,
+                  ventral_dc=0.48, hypothalamus=0.58, brainstem=0.50, cerebellum_gm=0.60,
+                  vessel=0.20, extra_cerebral=0.50, skull=0.05, scalp=0.70),
+    "FA": dict(background=0.02, wm=0.70, cortex=0.12, deep_gm=0.16, thalamus=0.30, csf=0.05,
+               ventral_dc=0.45, hypothalamus=0.20, brainstem=0.60, cerebellum_gm=0.12,
+               vessel=0.10, extra_cerebral=0.06, skull=0.04, scalp=0.08),
 }
 RANDOM = "random"
 CONTRAST_NAMES: tuple[str, ...] = tuple(CONTRASTS) + (RANDOM,)
@@ -84,7 +87,7 @@ class Acquisition:
     contrast: str
     thickness_mm: float = 1.0
     orientation: str = "axial"
-    noise: float = 0.03  # noise sd, fraction of the brightest tissue mean
+    noise: float = 0.04  # noise sd, fraction of the brightest tissue mean
     bias: float = 0.08  # sd of the log bias field
     label_jitter: float = 0.03  # sd of the per-label multiplicative jitter of the means
 

@@ -17,6 +17,10 @@ import numpy as np
 
 from ..labels import GROUPINGS, SUBUNIT_IDS
 
+TEACHER_CROP = 160  # voxels at 1 mm per axis, as in the teacher README's measurements. The
+# teacher normalises intensities per block, so its output depends on the block size (whole
+# hypothalamus 1239 / 543 / 397 mm^3 at 160 / 112 / 96 on one image): smaller is not an option.
+
 
 @dataclass
 class Segmentation:
@@ -68,8 +72,10 @@ class HsynexEngine:
         self._segmenter = None
 
     def segment(self, image_path: str | os.PathLike,
-                aseg_path: str | os.PathLike | None = None) -> Segmentation:
-        """Segment one image file; labels on the 1 mm model grid (not the thick-slice input
+                aseg_path: str | os.PathLike | None = None,
+                centre_world: np.ndarray | None = None) -> Segmentation:
+        """Segment one image file (``centre_world`` is not used: hsynex localises itself, or
+        from the aseg); labels on the 1 mm model grid (not the thick-slice input
         grid, so that Dice measures the segmentation rather than the storage), soft volumes
         as the tool reports them."""
         from ..predict.pipeline import Segmenter
@@ -88,24 +94,36 @@ class HsynexEngine:
 
 
 class TeacherEngine:
-    """The T1-only teacher (Billot et al. 2020); loads its weights on first use."""
+    """The T1-only teacher (Billot et al. 2020); loads its weights on first use. It sees a
+    ``crop``^3 block (1 mm) around ``centre_world`` when given (the report gives it the centre of
+    the ventral DCs and 3rd ventricle of the aseg/label map: the localisation FreeSurfer's
+    recon-all provides, which favours the baseline), else around the image's centre."""
 
     name = "teacher"
 
-    def __init__(self, weights_path: str | os.PathLike):
+    def __init__(self, weights_path: str | os.PathLike, crop: int | None = TEACHER_CROP):
         self.weights_path = weights_path
+        self.crop = crop
         self._teacher = None
 
     def segment(self, image_path: str | os.PathLike,
-                aseg_path: str | os.PathLike | None = None) -> Segmentation:
+                aseg_path: str | os.PathLike | None = None,
+                centre_world: np.ndarray | None = None) -> Segmentation:
         """Segment one image file; soft volumes from the posteriors (aseg is not used)."""
-        from ..io import load_volume
-        from ..teacher import Teacher
+        from ..io import load_volume, resample_to_voxel_size
+        from ..teacher.predict import VOXEL_RANGE_MM, Teacher
 
         if self._teacher is None:
             self._teacher = Teacher(self.weights_path)
         t0 = time.perf_counter()
-        seg, posteriors = self._teacher.predict(load_volume(image_path))
+        vol = load_volume(image_path)
+        sizes = vol.voxel_sizes
+        if np.any((sizes < VOXEL_RANGE_MM[0]) | (sizes > VOXEL_RANGE_MM[1])):
+            # the teacher's own first step (linear to 1 mm), done here so that its labels stay
+            # on the 1 mm grid instead of being sampled back onto thick slices
+            vol = resample_to_voxel_size(vol, 1.0, order=1)
+        centre = None if centre_world is None else [float(v) for v in centre_world]
+        seg, posteriors = self._teacher.predict(vol, crop=self.crop, center_world=centre)
         seconds = time.perf_counter() - t0
         labels = np.rint(np.asarray(seg.data)).astype(np.int32)
         voxel_mm3 = float(abs(np.linalg.det(np.asarray(seg.affine)[:3, :3])))

@@ -188,7 +188,11 @@ def _header(opts: Options, run: dict) -> str:
         f"- Networks: {_model_summary(opts.model_dir)}; Keras backend "
         f"`{os.environ.get('KERAS_BACKEND', '?')}`, CPU, threads: {opts.threads or 'default'}.",
         f"- Held-out label map(s) (names containing {', '.join(run['holdout'])}): {maps}.",
-        f"- Design: {len(design.grid)} synthetic grid images per engine; group study "
+        f"- Design: {len(design.grid)} synthetic grid images for hsynex, "
+        + (f"{len(design.teacher_cases)} of them for the teacher (every contrast at 1 mm and "
+           "at 5 mm axial: it needs about a minute per image on this machine)"
+           if design.teacher_cases is not None else "all of them for the teacher")
+        + "; group study "
         f"{design.n_group_scans} simulated scans (hsynex only).",
         f"- Segmentations run in this invocation: {counts}; wall time "
         f"{run['seconds'] / 60:.1f} min on {platform.machine()}, {os.cpu_count()} cores "

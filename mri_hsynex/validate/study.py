@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HsynexError
-from ..labels import SUBUNIT_IDS, VENTRAL_DC_IDS
+from ..labels import SUBUNIT_IDS, THIRD_VENTRICLE, VENTRAL_DC_IDS
 from . import anatomy, contrasts
 from .contrasts import Acquisition
 from .engines import Segmentation, failed_segmentation, nearest_onto
@@ -53,6 +53,12 @@ class Design:
     grid: tuple[Acquisition, ...]
     cohorts: tuple[Cohort, ...]
     qc_cases: tuple[str, ...] = ()  # acquisition names shown in the QC montage
+    teacher_cases: tuple[str, ...] | None = None  # grid images the teacher runs on (None: all)
+
+    def runs(self, engine: str, acq: Acquisition) -> bool:
+        """Whether ``engine`` segments grid image ``acq`` (the teacher costs ~40-80 s each)."""
+        return engine != "teacher" or self.teacher_cases is None \
+            or acq.name in self.teacher_cases
 
     @property
     def n_group_scans(self) -> int:
@@ -60,7 +66,9 @@ class Design:
 
 
 def full_design() -> Design:
-    """6 contrasts x (1 mm + 3/5/7 mm axial and coronal) = 42 grid images; 160 group scans."""
+    """6 contrasts x (1 mm + 3/5/7 mm axial and coronal) = 42 grid images for hsynex; the
+    teacher (~1 min per image here) on the 12 that answer the questions asked of it (every
+    contrast at 1 mm and at 5 mm axial); 160 group scans (hsynex)."""
     grid = []
     for contrast in contrasts.CONTRAST_NAMES:
         grid.append(Acquisition(contrast, 1.0))
@@ -74,7 +82,7 @@ def full_design() -> Design:
     )
     qc = tuple(a.name for a in grid if a.thickness_mm in (1.0, 5.0)
                and a.orientation == "axial")
-    return Design(tuple(grid), cohorts, qc)
+    return Design(tuple(grid), cohorts, qc, qc)
 
 
 def quick_design() -> Design:
@@ -194,13 +202,16 @@ class Runner:
         os.replace(tmp, path)
         return record
 
-    def segment(self, engine: str, image_path: Path, aseg_path: Path | None = None
-                ) -> Segmentation:
+    def segment(self, engine: str, image_path: Path, aseg_path: Path | None = None,
+                centre_world: np.ndarray | None = None) -> Segmentation:
         """Run one engine on one image; a refused image (HsynexError, e.g. no brain found) is
         logged and counts as a failed segmentation (Dice 0, volumes unknown)."""
         self.counts[engine] = self.counts.get(engine, 0) + 1
         try:
-            return self.engines[engine].segment(image_path, aseg_path=aseg_path)
+            if centre_world is None:
+                return self.engines[engine].segment(image_path, aseg_path=aseg_path)
+            return self.engines[engine].segment(image_path, aseg_path=aseg_path,
+                                                centre_world=centre_world)
         except HsynexError as err:
             self.log(f"  {engine} failed on {Path(image_path).name}: {err.what}")
             return failed_segmentation(err.what)
@@ -231,19 +242,21 @@ def run_grid(runner: Runner, lmap: LabelMap, design: Design) -> list[dict]:
     records = []
     truth_volumes = _jsonable_volumes(anatomy.label_volumes(lmap.labels, lmap.voxel_mm3))
     work = runner.cache_dir / "images" / lmap.name
+    centre = localisation_centre(lmap.labels, lmap.affine)
     for k, acq in enumerate(design.grid):
         spec = {"kind": "grid", "map": lmap.fingerprint, "acq": asdict(acq)}
-        todo = [e for e in runner.engines if runner.cached(e, spec) is None]
-        image_path = work / f"grid_{acq.name}.nii.gz"
+        engines = [e for e in runner.engines if design.runs(e, acq)]
+        todo = [e for e in engines if runner.cached(e, spec) is None]
+        image_path = work / f"grid_{acq.name}.nii"
         if todo:
             image, affine = contrasts.synthesize(lmap.labels, lmap.affine, acq,
                                                  runner.case_seed("grid", lmap.name, acq.name))
             write_image(image_path, image, affine)
         segs = {}
-        for engine in runner.engines:
+        for engine in engines:
             record = runner.cached(engine, spec)
             if record is None:
-                seg = runner.segment(engine, image_path)
+                seg = runner.segment(engine, image_path, centre_world=centre)
                 segs[engine] = seg
                 record = runner.store(engine, spec, {
                     "kind": "grid", "map": lmap.name, "engine": engine, **asdict(acq),
@@ -302,7 +315,7 @@ def run_cohort(runner: Runner, lmap: LabelMap, cohort: Cohort, engine: str = "hs
             truth = anatomy.label_volumes(labels, lmap.voxel_mm3)
             image, affine = contrasts.synthesize(labels, lmap.affine, acq,
                                                  int(rng.integers(2**31)))
-            image_path = write_image(work / f"group_{subject['seed']}.nii.gz", image, affine)
+            image_path = write_image(work / f"group_{subject['seed']}.nii", image, affine)
             try:
                 seg = runner.segment(engine, image_path)
             finally:
@@ -364,7 +377,12 @@ def run_real(runner: Runner, name: str, image: Path, aseg: Path | None,
         record = runner.cached("teacher", spec)
         npz = runner.cache_dir / "cases" / f"real_{name}_teacher.npz"
         if record is None or not npz.is_file():
-            seg = runner.segment("teacher", image)
+            centre = None
+            if aseg is not None:
+                aseg_image = nib.load(aseg)
+                centre = localisation_centre(np.rint(np.asarray(aseg_image.dataobj)).astype(int),
+                                             aseg_image.affine)
+            seg = runner.segment("teacher", image, centre_world=centre)
             teacher_labels = nearest_onto(seg.labels, seg.affine, shape, affine)
             np.savez_compressed(npz, labels=teacher_labels)
             record = runner.store("teacher", spec, {
@@ -416,6 +434,17 @@ def coronal_crop(volume: np.ndarray, affine: np.ndarray, centre_world: np.ndarra
     vox = np.tensordot(np.linalg.inv(affine), world, axes=1)[:3]
     return ndimage.map_coordinates(np.asarray(volume, dtype=np.float32), vox, order=order,
                                    mode="constant", cval=0)
+
+
+def localisation_centre(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World (RAS mm) centroid of the ventral DCs and 3rd ventricle: where recon-all's aseg says
+    the hypothalamus is (used to place the teacher's block)."""
+    idx = np.argwhere(np.isin(labels, VENTRAL_DC_IDS + (THIRD_VENTRICLE,) + SUBUNIT_IDS))
+    if idx.size == 0:
+        idx = np.argwhere(labels > 0)
+    if idx.size == 0:
+        idx = (np.array(labels.shape)[None] - 1) / 2.0
+    return affine[:3, :3] @ idx.mean(axis=0) + affine[:3, 3]
 
 
 def hypothalamus_centre(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
