@@ -131,24 +131,10 @@ class Trainer:
             target.set_weights(trained.get_weights())
 
     # --- data ------------------------------------------------------------------------------------
-    def _reach_voxels(self) -> int:
-        """How far (input voxels) from the crop centre the generator can sample, at most."""
-        g = self.gen_cfg
-        half_mm = max(g.output_shape) / 2 * g.output_voxel_mm
-        reach_mm = half_mm * (1 + g.scaling_bounds) * 3**0.5 + g.crop_jitter_mm \
-            + g.translation_bounds_mm + 4 * g.nonlin_std * g.input_voxel_mm
-        return int(np.ceil(reach_mm / g.input_voxel_mm)) + 2
-
     def _batch(self, generator, source) -> tuple[np.ndarray, object]:
         import keras
 
-        labels, center = source.sample()
-        # Hand the generator only the part of the map it can reach (much less to gather from).
-        reach = self._reach_voxels()
-        lo = np.maximum(np.floor(center[0]).astype(int) - reach, 0)
-        hi = np.minimum(lo + 2 * reach + 1, labels.shape[1:4])
-        labels = labels[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        center = (center - lo[None]).astype(np.float32)
+        labels, center = source.sample()  # the block of the map the generator can reach
         out = generator({"labels": labels, "center": center}, training=True)
         image = keras.ops.convert_to_numpy(out["image"]).astype(np.float32)
         target = keras.ops.convert_to_numpy(out["target"]).astype(np.float32)
