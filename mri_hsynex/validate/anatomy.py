@@ -68,44 +68,60 @@ def shrink_hypothalamus(labels: np.ndarray, fraction: float,
 
 
 def random_deformation(labels: np.ndarray, rng: np.random.Generator, scale_sd: float = 0.02,
-                       elastic_mm: float = 0.75, grid: int = 5,
-                       voxel_mm: float = 1.0) -> np.ndarray:
-    """Warp a label map by a small random deformation (same grid).
+                       elastic_mm: float = 0.75, grid: int = 5, voxel_mm: float = 1.0,
+                       radius_mm: float = 48.0) -> np.ndarray:
+    """Warp a label map by a small random deformation around the hypothalamus (same grid).
 
     Anatomical variability between simulated subjects: independent scalings N(1, ``scale_sd``)
     along each axis about the hypothalamus' centre (the map's centre without one), plus a smooth
-    displacement interpolated from a ``grid``^3 of N(0, ``elastic_mm``) vectors. The map is
-    resampled nearest-neighbour, except the hypothalamus: nearest neighbour would round a 2 %
-    scaling of a small structure near the centre back to the identity (its boundaries sit
-    half-way between voxel centres), so its volume is set by the deformation's Jacobian instead
+    displacement interpolated from a ``grid``^3 of N(0, ``elastic_mm``) vectors, both applied
+    fully within ``radius_mm / 2`` of the centre and tapered (cosine) to nothing at
+    ``radius_mm``; the rest of the head is unchanged (and cheap). The map is resampled
+    nearest-neighbour, except the hypothalamus: nearest neighbour would round a 2 % scaling of a
+    small structure near the centre back to the identity (its boundaries sit half-way between
+    voxel centres), so its volume is set by the deformation's Jacobian instead
     (see ``_paint_subunits``).
     """
     labels = np.asarray(labels)
-    shape = labels.shape
+    shape = np.array(labels.shape)
     hyp = np.isin(labels, SUBUNIT_IDS)
-    centre = np.argwhere(hyp).mean(axis=0) if hyp.any() else (np.array(shape) - 1) / 2.0
+    centre = np.argwhere(hyp).mean(axis=0) if hyp.any() else (shape - 1) / 2.0
     scales = np.clip(1.0 + scale_sd * rng.standard_normal(3), 0.5, 1.5)
-    elastic_vox = elastic_mm / voxel_mm
-    coords = np.empty((3,) + shape, dtype=np.float32)
-    for axis in range(3):
-        coarse = rng.normal(0.0, elastic_vox, (grid,) * 3) if elastic_mm > 0 else np.zeros(
-            (grid,) * 3)
-        displacement = ndimage.zoom(coarse, [n / grid for n in shape], order=1,
-                                    mode="nearest", grid_mode=True)[:shape[0], :shape[1],
-                                                                   :shape[2]]
-        grid_axis = np.arange(shape[axis], dtype=np.float32)
+    radius = radius_mm / voxel_mm
+    lo = np.maximum(np.floor(centre - radius).astype(int), 0)
+    hi = np.minimum(np.ceil(centre + radius).astype(int) + 1, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box_shape = tuple(hi - lo)
+    axes = [np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi)]
+    taper = np.ones(box_shape, np.float32)
+    for axis, values in enumerate(axes):
+        t = np.clip((np.abs(values - centre[axis]) - radius / 2) / (radius / 2), 0.0, 1.0)
         view = [1, 1, 1]
-        view[axis] = shape[axis]
-        base = centre[axis] + (grid_axis - centre[axis]) / scales[axis]
-        coords[axis] = base.reshape(view) + displacement
-    if not hyp.any():
-        return ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
-    context = labels.copy()
-    context[np.isin(labels, LEFT_SUBUNIT_IDS)] = LEFT_VENTRAL_DC
-    context[np.isin(labels, RIGHT_SUBUNIT_IDS)] = RIGHT_VENTRAL_DC
-    warped = ndimage.map_coordinates(context, coords, order=0, mode="constant", cval=0)
-    _paint_subunits(warped, labels, hyp, coords)
-    return warped
+        view[axis] = len(values)
+        taper = taper * (0.5 + 0.5 * np.cos(np.pi * t)).reshape(view)
+    coords = np.empty((3,) + box_shape, dtype=np.float32)
+    for axis in range(3):
+        coarse = rng.normal(0.0, elastic_mm / voxel_mm, (grid,) * 3) if elastic_mm > 0 \
+            else np.zeros((grid,) * 3)
+        elastic = ndimage.zoom(coarse, [n / grid for n in box_shape], order=1, mode="nearest",
+                               grid_mode=True)[:box_shape[0], :box_shape[1], :box_shape[2]]
+        view = [1, 1, 1]
+        view[axis] = box_shape[axis]
+        identity = axes[axis].reshape(view)
+        scaled = (identity - centre[axis]) * (1.0 / scales[axis] - 1.0)
+        coords[axis] = identity + taper * (scaled + elastic)
+    if hyp.any():
+        context = labels.copy()
+        context[np.isin(labels, LEFT_SUBUNIT_IDS)] = LEFT_VENTRAL_DC
+        context[np.isin(labels, RIGHT_SUBUNIT_IDS)] = RIGHT_VENTRAL_DC
+    else:
+        context = labels
+    out = labels.copy()
+    warped = ndimage.map_coordinates(context, coords, order=0, mode="nearest")
+    if hyp.any():
+        _paint_subunits(warped, labels, hyp, coords)
+    out[box] = warped
+    return out
 
 
 def _paint_subunits(warped: np.ndarray, labels: np.ndarray, hyp: np.ndarray,

@@ -74,10 +74,12 @@ RANDOM = "random"
 CONTRAST_NAMES: tuple[str, ...] = tuple(CONTRASTS) + (RANDOM,)
 AXES: dict[str, int] = {"axial": 2, "coronal": 1}  # slice direction -> RAS world axis (S, A)
 
-# extra-cerebral shells added around maps without extra-cerebral labels (mm from the brain)
+# extra-cerebral shells added around maps without extra-cerebral labels (mm from the brain),
+# drawn as pseudo-labels of their own (not FreeSurfer ids) so that they deform with the map
 SHELLS_MM: tuple[tuple[str, float, float], ...] = (
     ("csf", 0.0, 2.0), ("skull", 2.0, 7.0), ("scalp", 7.0, 12.0),
 )
+SHELL_LABELS: dict[str, int] = {"csf": 9000, "skull": 9001, "scalp": 9002}
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def _tissue_lut(max_label: int) -> np.ndarray:
     lut = np.full(max_label + 1, _T["cortex"], dtype=np.int16)
     lut[0] = _T["background"]
     lut[500:] = _T["extra_cerebral"]
-    for label, tissue in TISSUE_OF_LABEL.items():
+    for label, tissue in (*TISSUE_OF_LABEL.items(), *((v, k) for k, v in SHELL_LABELS.items())):
         if label <= max_label:
             lut[label] = _T[tissue]
     return lut
@@ -152,6 +154,24 @@ def label_means(max_label: int, contrast: str, rng: np.random.Generator,
     return (means * factors).astype(np.float32), tissue_means
 
 
+def has_head(labels: np.ndarray) -> bool:
+    """Whether a label map already has extra-cerebral labels (SynthSeg's or our shells)."""
+    return bool(np.isin(labels, EXTRA_CEREBRAL_IDS + tuple(SHELL_LABELS.values())).any())
+
+
+def add_head_shells(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The label map with shell pseudo-labels (``SHELL_LABELS``) drawn in its background, when
+    it has no extra-cerebral labels (else unchanged)."""
+    labels = np.asarray(labels)
+    if has_head(labels):
+        return labels
+    shells = head_shells(labels, affine)
+    out = labels.copy()
+    for tissue, label in SHELL_LABELS.items():
+        out[shells == _T[tissue]] = label
+    return out
+
+
 def head_shells(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Tissue index of the extra-cerebral shells (CSF, skull, scalp) around the brain, -1 elsewhere.
 
@@ -171,13 +191,16 @@ def head_shells(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def bias_field(shape: tuple[int, ...], rng: np.random.Generator, sd: float,
                grid: int = 4) -> np.ndarray:
     """A smooth multiplicative field ``exp(b)``, ``b`` cubic-interpolated from a ``grid``^3 of
-    N(0, sd) values spanning the volume."""
+    N(0, sd) values spanning the volume (separable: one small matrix per axis)."""
     if sd <= 0:
         return np.ones(shape, dtype=np.float32)
-    coarse = rng.normal(0.0, sd, (grid,) * len(shape))
-    zoom = [n / grid for n in shape]
-    log_field = ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)
-    return np.exp(log_field[tuple(slice(0, n) for n in shape)]).astype(np.float32)
+    log_field = rng.normal(0.0, sd, (grid,) * len(shape))
+    for axis, n in enumerate(shape):
+        # row k of `basis`: the cubic interpolation weights of output voxel k on the grid
+        basis = ndimage.zoom(np.eye(grid), (n / grid, 1), order=3, mode="nearest",
+                             grid_mode=True)[:n]
+        log_field = np.moveaxis(np.tensordot(basis, log_field, axes=([1], [axis])), 0, axis)
+    return np.exp(log_field).astype(np.float32)
 
 
 def slice_axis(affine: np.ndarray, orientation: str) -> int:
@@ -234,13 +257,10 @@ def synthesize(labels: np.ndarray, affine: np.ndarray, acquisition: Acquisition,
         labels = np.rint(labels).astype(np.int32)
     rng = np.random.default_rng(seed)
     acq = acquisition
-    means, tissue_means = label_means(int(labels.max(initial=0)), acq.contrast, rng,
-                                      acq.label_jitter)
+    labels = add_head_shells(labels, affine)
+    means, tissue_means = label_means(int(max(labels.max(initial=0), *SHELL_LABELS.values())),
+                                      acq.contrast, rng, acq.label_jitter)
     image = means[labels]
-    if not np.isin(labels, EXTRA_CEREBRAL_IDS).any():
-        shells = head_shells(labels, affine)
-        inside = shells >= 0
-        image[inside] = tissue_means[shells[inside]]
     image = ndimage.gaussian_filter(image, 0.5 / voxel_sizes(affine), truncate=2.0)
     image *= bias_field(image.shape, rng, acq.bias)
     image, new_affine = acquire_thick_slices(image, affine, acq.thickness_mm, acq.orientation)

@@ -157,6 +157,7 @@ def load_label_map(path: Path) -> LabelMap:
     if not np.isin(labels, SUBUNIT_IDS).any():
         raise HsynexError("label map has no hypothalamic subunits (801-810)", path)
     labels, affine = contrasts.crop_to_head(labels, image.affine)
+    labels = contrasts.add_head_shells(labels, affine)  # once, so that they deform with it
     name = path.name.split(".")[0].removesuffix("_labels")
     return LabelMap(name, path, labels, affine, file_fingerprint(path))
 
