@@ -107,7 +107,7 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     subjects_dir = opts.subjects_dir or (DEFAULT_SUBJECTS if DEFAULT_SUBJECTS.is_dir() else None)
     for name, image, aseg in study.find_real_subjects(subjects_dir, holdout):
         reference = next((m for m in maps if name in m.name), None)
-        records += study.run_real(runner, name, image, aseg, reference)
+        records += study.run_real(runner, name, image, aseg, reference, design.real_teacher)
     for lmap in maps[:1]:  # one held-out map carries the group study
         for cohort in design.cohorts:
             records += study.run_cohort(runner, lmap, cohort)
@@ -362,30 +362,39 @@ def _group_section(records: list[dict], groups: list[tables.GroupResult]) -> str
 
 
 def _bench_tables(bench_dir: Path) -> list[str]:
+    """Markdown for the per-scan benchmarks in ``bench_out/*.json`` (files with a ``backends``
+    list, as ``segment.json`` writes: end-to-end time and memory per backend)."""
     parts = []
     for path in sorted(Path(bench_dir).glob("*.json")) if Path(bench_dir).is_dir() else []:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        rows = data if isinstance(data, list) else data.get("rows") or data.get("results")
-        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-            keys = list(dict.fromkeys(k for r in rows for k in r
-                                      if not isinstance(r[k], (dict, list))))
-            parts.append(f"`{path.name}`:\n\n" + md_table(
-                keys, [[_cell(r.get(k)) for k in keys] for r in rows]))
-        else:
-            flat = {k: v for k, v in (data.items() if isinstance(data, dict) else [])
-                    if not isinstance(v, (dict, list))}
-            if flat:
-                parts.append(f"`{path.name}`:\n\n" + md_table(
-                    ["key", "value"], [[k, _cell(v)] for k, v in flat.items()]))
+        if isinstance(data, dict) and isinstance(data.get("backends"), list):
+            parts.append(_segment_bench(path.name, data))
     return parts
+
+
+def _segment_bench(name: str, data: dict) -> str:
+    rows = []
+    for b in data["backends"]:
+        stages = b.get("median_run_stages_s") or {}
+        batch = b.get("batch") or {}
+        rows.append([b.get("backend", "?"), _cell(b.get("median_s")), _cell(b.get("median_cpu_s")),
+                     _cell(b.get("peak_rss_mb")), _cell(batch.get("per_scan_s")),
+                     ", ".join(f"{k} {v:.1f}" for k, v in stages.items()
+                               if isinstance(v, (int, float)))])
+    notes = [f"{k}: {data[k]}" for k in ("scan", "models", "cpu_count", "load_average_before",
+                                          "load_average_after") if k in data]
+    return (f"`{name}` (one `mri_hsynex segment` process per run: imports, model loading and "
+            f"writing included; {'; '.join(notes)}):\n\n"
+            + md_table(["backend", "median wall s", "median CPU s", "peak RSS MB",
+                        "batch s/scan", "stages (s)"], rows))
 
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return "" if value is None else str(value)
 
 
@@ -406,7 +415,8 @@ def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
              "reading the image and post-processing; the machine may have been shared):",
              md_table(["engine", "images", "n", "refused", "mean s", "max s"], rows)]
     if bench:
-        parts += ["From `make bench` (`bench_out/*.json`):"] + bench
+        parts += ["From `make bench` (`bench_out/*.json`; the training-data generator's "
+                  "throughput is in `docs/benchmarks.md`):"] + bench
     else:
         parts.append("No `bench_out/*.json` was found: run `make bench` before `make validate` "
                      "to include runtime and memory per backend here (see also "

@@ -54,6 +54,7 @@ class Design:
     cohorts: tuple[Cohort, ...]
     qc_cases: tuple[str, ...] = ()  # acquisition names shown in the QC montage
     teacher_cases: tuple[str, ...] | None = None  # grid images the teacher runs on (None: all)
+    real_teacher: bool = True  # run the teacher on real scans (else: the label map's subunits)
 
     def runs(self, engine: str, acq: Acquisition) -> bool:
         """Whether ``engine`` segments grid image ``acq`` (the teacher costs ~40-80 s each)."""
@@ -86,13 +87,15 @@ def full_design() -> Design:
 
 
 def quick_design() -> Design:
-    """2 contrasts x 2 thicknesses, n = 4 per group: checks the machinery in a few minutes."""
+    """2 contrasts x 2 thicknesses, n = 4 per group: checks the machinery in a few minutes (the
+    teacher on the two 1 mm images only; on the real scan its subunits in the label map)."""
     grid = tuple(Acquisition(c, t, "axial") for c in ("T1", "FLAIR") for t in (1.0, 5.0))
     cohorts = (
         Cohort("T1-like 1 mm", (0.10,), 4, "T1", 1.0, "axial"),
         Cohort("FLAIR-like 5 mm axial", (0.10,), 4, "FLAIR", 5.0, "axial"),
     )
-    return Design(grid, cohorts, tuple(a.name for a in grid))
+    return Design(grid, cohorts, tuple(a.name for a in grid),
+                  teacher_cases=("T1_1mm", "FLAIR_1mm"), real_teacher=False)
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -359,7 +362,7 @@ def find_real_subjects(subjects_dir: Path | None, holdout: tuple[str, ...]
 
 
 def run_real(runner: Runner, name: str, image: Path, aseg: Path | None,
-             reference: LabelMap | None = None) -> list[dict]:
+             reference: LabelMap | None = None, run_teacher: bool = True) -> list[dict]:
     """Section 2: a real T1 scan segmented by hsynex (with the aseg and with the localiser) and by
     the teacher; Dice of hsynex against the teacher on the scan's grid. Without the teacher,
     the teacher subunits stored in the held-out label map (``reference``) serve instead."""
@@ -373,7 +376,7 @@ def run_real(runner: Runner, name: str, image: Path, aseg: Path | None,
         variants = variants[1:]
     segs: dict[str, dict] = {}
     teacher_labels = None
-    if "teacher" in runner.engines:
+    if "teacher" in runner.engines and (run_teacher or reference is None):
         spec = {"kind": "real", "image": fingerprint, "variant": "teacher"}
         record = runner.cached("teacher", spec)
         npz = runner.cache_dir / "cases" / f"real_{name}_teacher.npz"
