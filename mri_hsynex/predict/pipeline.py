@@ -47,18 +47,19 @@ class Segmenter:
 
         t0 = time.perf_counter()
         self.backend = configure(threads, cpu)
-        import keras
-
         from .networks import load_networks
 
-        keras.utils.set_random_seed(int(seed or 0))
+        _seed_everything(int(seed or 0), self.backend)
         self.networks = load_networks(model_dir)
         self.seed = seed
         self.load_seconds = time.perf_counter() - t0
         info = self.networks.info
         self.stage_voxel_mm = info["stage1"].voxel_mm
         divisor = max(info["stage1"].divisor, info["stage2"].divisor)
-        self.crop_shape = (round_up(STAGE_CROP, divisor),) * 3
+        # model.json may set "stage_crop" (voxels per axis), e.g. the training crop, to trade
+        # context for speed; the default is constants.STAGE_CROP.
+        crop = int(self.networks.settings.get("stage_crop") or STAGE_CROP)
+        self.crop_shape = (round_up(crop, divisor),) * 3
 
     def segment(self, image_path: str | os.PathLike, aseg_path: str | os.PathLike | None = None,
                 resample: str = "native") -> SegmentationResult:
@@ -126,6 +127,24 @@ class Segmenter:
         out1, out2 = run_cascade(self.networks.stage1, self.networks.stage2, batch)
         whole = 0.5 * (out1[0, ..., STAGE1_POSTERIOR] + out1[1, ::-1, ..., STAGE1_POSTERIOR])
         return whole.astype(np.float32), merge_flip_tta(out2[0], out2[1]).astype(np.float32)
+
+
+def _seed_everything(seed: int, backend: str) -> None:
+    """Seed Python, NumPy and the active backend only (``keras.utils.set_random_seed`` would
+    import TensorFlow under torch: ~3 s). Inference is deterministic; this is for reproducible
+    extras only."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if backend == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.random.set_seed(seed)
 
 
 def _as_3d_float(data, path) -> np.ndarray:
