@@ -133,7 +133,9 @@ def _run_batch(args: argparse.Namespace, scans: list[Path], cmdline: str) -> int
             failures.append((scan, str(err)))
             continue
         rows.append(result.volumes_row(name))
-        summary.append((name, result))
+        # keep numbers only: a result holds the scan and its outputs (~150 MB for 256^3)
+        summary.append((name, result.volumes, result.qc["qc_flag"]))
+        del result
         print(f"segmented {scan} -> {paths.seg}")
     if args.vol is not None and rows:
         if Path(args.vol).exists():
@@ -146,9 +148,8 @@ def _run_batch(args: argparse.Namespace, scans: list[Path], cmdline: str) -> int
 
 def _print_batch_summary(summary: list, failures: list, total: int) -> None:
     print(f"{'scan':<32s}{'whole_left':>12s}{'whole_right':>12s}{'whole':>10s}  QC")
-    for name, result in summary:
-        v = result.volumes
-        flag = "flag" if result.qc["qc_flag"] else "ok"
+    for name, v, flagged in summary:
+        flag = "flag" if flagged else "ok"
         print(f"{name:<32s}{v[811][1]:>12.1f}{v[812][1]:>12.1f}{v[813][1]:>10.1f}  {flag}")
     print(f"segmented {len(summary)} of {total} scans")
     if failures:
