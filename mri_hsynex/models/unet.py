@@ -21,7 +21,7 @@ class UNetConfig:
     convs_per_level: int = 2
     kernel: int = 3
     activation: str = "elu"
-    normalisation: str = "batch"  # "batch", "instance" or "none"
+    normalisation: str = "instance"  # "instance", "batch" or "none"
     outputs: int = 2  # softmax channels
     regression_outputs: int = 0  # extra tanh channels (e.g. a signed distance map / its clip)
     extra: dict = field(default_factory=dict)  # free notes, kept in the JSON
