@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -303,5 +305,40 @@ def test_validate_command_errors(tmp_path, capsys):
     from mri_hsynex.cli.validate import main
 
     assert main([]) == 1
-    assert main(["--o", str(tmp_path / "out"), "--labels", str(tmp_path / "absent")]) == 1
+    assert main(["--o", str(tmp_path / "out"), "--labels", str(tmp_path / "absent"),
+                 "--cache", str(tmp_path / "cache"), "--subjects-dir", str(tmp_path / "none")]) == 1
     assert "ERROR: label-map folder not found" in capsys.readouterr().err
+
+
+def test_held_out_map_is_built_when_missing(tmp_path, monkeypatch):
+    """From a clean clone there is no build/labels: the held-out map is built into the cache
+    with `build-labels` (stood in for here) from the subjects folder and the teacher weights."""
+    import nibabel as nib
+
+    from mri_hsynex.cli import build_labels
+    from mri_hsynex.validate.report import Options, holdout_map_paths
+
+    subject = tmp_path / "subjects" / "sub-08" / "mri"
+    subject.mkdir(parents=True)
+    for name in ("T1.mgz", "aseg.mgz"):
+        (subject / name).write_bytes(b"")
+    weights = tmp_path / "teacher.h5"
+    weights.write_bytes(b"")
+    calls = []
+
+    def fake_build(argv):
+        calls.append(argv)
+        out = Path(argv[argv.index("--o") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(tiny_label_map((16, 16, 16)), tiny_affine()),
+                 out / "sub-08_labels.nii.gz")
+        return 0
+
+    monkeypatch.setattr(build_labels, "main", fake_build)
+    opts = Options(out_dir=tmp_path / "out", labels_dir=tmp_path / "absent",
+                   subjects_dir=tmp_path / "subjects", teacher_weights=weights,
+                   cache_dir=tmp_path / "cache")
+    paths = holdout_map_paths(opts, ("sub-08",))
+    assert paths == [tmp_path / "cache" / "labels" / "sub-08_labels.nii.gz"]
+    assert calls and calls[0][calls[0].index("--s") + 1] == "sub-08"
+    assert holdout_map_paths(opts, ("sub-08",)) == paths and len(calls) == 1  # found, not rebuilt

@@ -60,6 +60,37 @@ def default_holdout() -> tuple[str, ...]:
         return ("sub-08",)
 
 
+def holdout_map_paths(opts: Options, holdout: tuple[str, ...]) -> list[Path]:
+    """The held-out label maps: from ``opts.labels_dir``, else from ``<cache>/labels``, else
+    built there first (``mri_hsynex build-labels`` on the held-out subjects of the subjects
+    folder with the teacher's weights), so that ``make validate`` also runs from a clean clone."""
+    built = Path(opts.cache_dir) / "labels"
+    for folder in (Path(opts.labels_dir), built):
+        if folder.is_dir():
+            try:
+                return study.find_holdout_maps(folder, holdout)
+            except HsynexError:
+                continue
+    subjects_dir = opts.subjects_dir or DEFAULT_SUBJECTS
+    weights = opts.teacher_weights or DEFAULT_TEACHER
+    names = [name for name, _, aseg in study.find_real_subjects(subjects_dir, holdout)
+             if aseg is not None]
+    if not names or not Path(weights).is_file():
+        # the error names the folder the user pointed at
+        return study.find_holdout_maps(opts.labels_dir, holdout)
+    from ..cli import build_labels
+
+    print(f"no held-out label map in {opts.labels_dir}: building {', '.join(names)} in {built}",
+          flush=True)
+    argv = ["--sd", str(subjects_dir), "--s", *names, "--o", str(built), "--weights",
+            str(weights), "--no-synthseg", "--cpu"]
+    if opts.threads:
+        argv += ["--threads", str(opts.threads)]
+    if build_labels.main(argv) != 0:
+        raise HsynexError("could not build the held-out label map(s) in", built)
+    return study.find_holdout_maps(built, holdout)
+
+
 def _engines(opts: Options) -> tuple[dict, dict[str, str]]:
     from ..predict.networks import find_model_dir
     from .engines import HsynexEngine, TeacherEngine
@@ -94,7 +125,7 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     """
     t0 = time.time()
     holdout = opts.holdout or default_holdout()
-    maps = [study.load_label_map(p) for p in study.find_holdout_maps(opts.labels_dir, holdout)]
+    maps = [study.load_label_map(p) for p in holdout_map_paths(opts, holdout)]
     if engines is None:
         engines, fingerprints = _engines(opts)
     else:
@@ -249,8 +280,11 @@ def _grid_section(records: list[dict]) -> str:
         "## 1. Synthetic grid (held-out label map)",
         "Each image is the held-out label map rendered in one contrast and acquired at one slice "
         "thickness (stored at that resolution); hsynex runs without an aseg (its localiser finds "
-        "the hypothalamus), the teacher runs as FreeSurfer would. Dice against the map's "
-        "subunits on its 1 mm grid (outputs resampled, nearest neighbour).",
+        "the hypothalamus); the teacher gets its own preprocessing (linear resampling to 1 mm) "
+        "and a 160³ block centred on the map's ventral DCs and 3rd ventricle (the localisation "
+        "recon-all's aseg would give it, a help hsynex does not get here). Dice against the "
+        "map's subunits on its 1 mm grid (hsynex's 1 mm model-grid output and the teacher's "
+        "output resampled, nearest neighbour).",
         "### Mean over thicknesses and directions",
         md_table(["engine", "contrast", "whole Dice", "mean subunit Dice"], summary),
         "### Every image",

@@ -35,7 +35,8 @@ def fmt(value: float | None, digits: int = 3) -> str:
     """A number for a markdown table ('–' for missing)."""
     if value is None or not np.isfinite(value):
         return "–"
-    return f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def fmt_p(p: float | None) -> str:
