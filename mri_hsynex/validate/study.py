@@ -165,6 +165,13 @@ def load_label_map(path: Path) -> LabelMap:
     return LabelMap(name, path, labels, affine, file_fingerprint(path))
 
 
+def synthesis_fingerprint() -> str:
+    """The tables that decide what a synthetic image looks like (part of every cache key)."""
+    tables = [contrasts.CONTRASTS, contrasts.TISSUE_OF_LABEL, contrasts.SHELLS_MM,
+              contrasts.SHELL_LABELS, asdict(Acquisition("T1"))]
+    return hashlib.sha1(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 # --- cases --------------------------------------------------------------------------------------
 @dataclass
 class Runner:
@@ -188,7 +195,8 @@ class Runner:
         return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
 
     def _key(self, engine: str, spec: dict) -> Path:
-        text = json.dumps([CASE_VERSION, self.engine_fingerprints.get(engine), self.seed, spec],
+        text = json.dumps([CASE_VERSION, synthesis_fingerprint(),
+                           self.engine_fingerprints.get(engine), self.seed, spec],
                           sort_keys=True)
         digest = hashlib.sha1(text.encode()).hexdigest()[:20]
         return self.cache_dir / "cases" / f"{engine}-{digest}.json"
