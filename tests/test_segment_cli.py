@@ -191,11 +191,36 @@ def _bad_image(kind: str, folder: Path) -> Path:
         return _write(folder / "2d.nii.gz", good[:, :, :1])
     if kind == "huge-voxels":
         return _write(folder / "huge.nii.gz", good, np.diag([50.0, 50.0, 50.0, 1.0]))
+    if kind == "text-named-nii-gz":
+        (folder / "notes.nii.gz").write_text("this is not an image\n")
+        return folder / "notes.nii.gz"
+    if kind == "inf":
+        bad = good.copy()
+        bad[1, 2, 3] = np.inf
+        return _write(folder / "inf.nii.gz", bad)
+    if kind in ("singular-affine", "zero-voxel-size"):
+        affine = np.eye(4)  # two equal columns, or a zero column; sform only (no qform SVD)
+        affine[:3, :3] = ([[1, 0, 1], [0, 1, 0], [1, 0, 1]] if kind == "singular-affine"
+                          else np.diag([1.0, 1.0, 0.0]))
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.float32)
+        header.set_sform(affine, code=1)
+        nib.save(nib.Nifti1Image(good, None, header), folder / f"{kind}.nii.gz")
+        return folder / f"{kind}.nii.gz"
+    if kind == "absurd-dimensions":  # header only: must be refused before reading any data
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.uint8)
+        header.set_data_shape((4096, 4096, 4096))
+        header.set_qform(np.eye(4), code=1)
+        path = folder / "absurd.nii"
+        path.write_bytes(header.binaryblock + b"\0" * 4 + b"\1" * 1000)
+        return path
     raise ValueError(kind)
 
 
 BAD_IMAGES = ["missing", "not-an-image", "corrupt-gzip", "truncated", "all-zeros", "nan", "4d",
-              "2d", "huge-voxels"]
+              "2d", "huge-voxels", "text-named-nii-gz", "inf", "singular-affine",
+              "zero-voxel-size", "absurd-dimensions"]
 
 
 def _assert_one_error(rc: int, err: str, out_folder: Path, before: list[str]) -> None:
@@ -226,10 +251,13 @@ def _aseg_case(kind: str, scan: dict) -> Path:
         return _write(folder / "novdc.nii.gz", np.where(np.isin(labels, (28, 60)), 2, labels))
     if kind == "missing":
         return folder / "nope.mgz"
+    if kind == "directory":
+        (folder / "aseg_dir.mgz").mkdir()
+        return folder / "aseg_dir.mgz"
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind", ["no-overlap", "no-ventral-dc", "missing"])
+@pytest.mark.parametrize("kind", ["no-overlap", "no-ventral-dc", "missing", "directory"])
 def test_bad_aseg(kind, scan, models, capsys):
     aseg = _aseg_case(kind, scan)
     rc, _, err = _run(["--i", scan["image"], "--aseg", aseg, "--o", scan["out"] / "seg.mgz",

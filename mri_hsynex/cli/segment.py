@@ -16,7 +16,7 @@ Segment the hypothalamus and its ten subunits (FreeSurfer labels 801-810) on a b
 contrast and resolution (H-SynEx). Every output except --o is optional; a JSON sidecar with the
 run's settings and QC metrics is written next to SEG (seg.mgz -> seg.json).
 
-With --i a folder (every .nii/.nii.gz/.mgz/.mgh in it) or a text file of paths (one per line),
+With --i a folder (every .nii/.nii.gz/.mgz/.mgh in it) or a text file of paths (.txt, one per line),
 --o, --post, --stats and --qc are folders and --vol is one CSV with a row per scan; the networks
 are loaded once. A scan that fails is reported and skipped; the exit status is then 1.
 

@@ -18,10 +18,14 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return full_suffix(Path(path).name.lower()) in IMAGE_EXTENSIONS
 
 
+LIST_SUFFIXES = ("", ".txt", ".list", ".lst")
+
+
 def is_batch_input(path: str | os.PathLike) -> bool:
-    """A folder, or an existing file that is not an image (a text file of paths)."""
+    """A folder, or an existing text file of paths (``.txt``, ``.list``, ``.lst`` or no
+    extension). Anything else is read as one scan (and refused if it is not one)."""
     path = Path(path)
-    return path.is_dir() or (path.is_file() and not is_image_path(path))
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in LIST_SUFFIXES)
 
 
 def list_batch_inputs(path: str | os.PathLike) -> list[Path]:
