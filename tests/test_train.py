@@ -55,8 +55,11 @@ def test_train_resume_and_export(tmp_path, network):
     run = tmp_path / "run"
     assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(run),
                  "--steps", "2", "--no-progress"]) == 0
-    assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(run),
-                 "--resume", "--no-progress", "--export", str(tmp_path / "models")]) == 0
+    # resume in a fresh interpreter: the saved model's classes must register themselves
+    proc = subprocess.run([sys.executable, "-m", "mri_hsynex", "train", "--config", str(cfg),
+                           "--labels", str(maps), "--o", str(run), "--resume", "--no-progress",
+                           "--export", str(tmp_path / "models")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(run / "train_log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # resumed at 3, not from scratch
     assert all(np.isfinite(float(r["loss"])) for r in rows)

@@ -29,6 +29,7 @@ def export_run(run_dir: str | Path, model_dir: str | Path,
     """Write the networks of ``run_dir/checkpoint`` to ``model_dir`` and update ``model.json``."""
     import keras
 
+    from ..models import layers, losses  # noqa: F401  (registers the saved classes)
     from ..models.unet import UNetConfig, build_unet
 
     run_dir, model_dir = Path(run_dir), Path(model_dir)

@@ -109,6 +109,8 @@ class Trainer:
     def _load_or_build(self, resume: bool, init_dir):
         import keras
 
+        from ..models import layers, losses  # noqa: F401  (registers the saved classes)
+
         last = self.run_dir / "last.keras"
         if resume and last.exists():
             return keras.saving.load_model(last, compile=True)
