@@ -228,10 +228,24 @@ def _header(opts: Options, run: dict) -> str:
         f"- Segmentations run in this invocation: {counts}; wall time "
         f"{run['seconds'] / 60:.1f} min on {platform.machine()}, {os.cpu_count()} cores "
         "(cached cases are not re-run).",
+        f"- Compute in the case records (what a run from an empty cache costs): "
+        f"{_compute_minutes(run['records'])}.",
         f"- Images an engine refused (counted as Dice 0, left out of the group statistics): "
         f"{_failures(run['records'])}.",
         f"- Seed {opts.seed}; case records: `{opts.cache_dir}/records.json`.",
     ])
+
+
+def _compute_minutes(records: list[dict]) -> str:
+    """Segmentation and image-making time summed over the case records, in minutes."""
+    def total(values) -> float:
+        return sum(v for v in values if v is not None and np.isfinite(v)) / 60
+
+    parts = [f"{engine} {total(r['seconds'] for r in records if r['engine'] == engine):.1f}"
+             for engine in dict.fromkeys(r["engine"] for r in records)]
+    prep = total(r.get("prep_seconds") for r in records)
+    return (f"segmentation {', '.join(parts)} min; synthesis, deformation and writing of the "
+            f"test images {prep:.1f} min (not recorded for cases cached by older versions)")
 
 
 def _failures(records: list[dict]) -> str:
@@ -342,7 +356,9 @@ def _consistency_section(records: list[dict]) -> str:
         "Coefficient of variation (SD / mean) of each volume over all grid images of the same "
         "label map (the true volume is fixed, so all variation is measurement), over the 1 mm "
         "images of different contrasts only, and the mean bias of the measured volume against "
-        "the true one.",
+        "the true one. hsynex volumes are its soft volumes (as it reports them); the teacher's "
+        "are voxel counts of its labels (its posteriors, summed over its 160³ block, give about "
+        "twice the labelled volume).",
         md_table(headers, rows),
     ])
 
@@ -380,7 +396,9 @@ def _group_section(records: list[dict], groups: list[tables.GroupResult]) -> str
         "Patients: the held-out map with the hypothalamus of each side shrunk by the given "
         "fraction (voxels nearest its outer surface, away from the third ventricle, become "
         "ventral DC). Every control and patient gets its own random deformation (per-axis "
-        "scaling N(1, 0.02) about the hypothalamus plus a smooth ≤ ~2 mm displacement) and, in "
+        "scaling N(1, 0.02) about the hypothalamus plus a smooth displacement, sd 0.75 mm at "
+        "control points a fifth of the region apart, tapered to none 48 mm from the "
+        "hypothalamus; its volume follows the Jacobian) and, in "
         "the mixed cohort, a fresh contrast (any named one or fully random), slice thickness "
         "(1/3/5/7 mm) and direction. AUROC = P(control volume > patient volume); p = two-sided "
         "rank-sum. 'true' = the same statistics on the label maps' own volumes.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .contrasts import Acquisition
 from .engines import Segmentation, failed_segmentation, nearest_onto
 from .metrics import dice_table
 
-CASE_VERSION = 1  # bump when a change makes cached case records stale
+CASE_VERSION = 2  # bump when a change makes cached case records stale
 THICKNESSES_MM = (1.0, 3.0, 5.0, 7.0)
 ORIENTATIONS = ("axial", "coronal")
 
@@ -260,10 +261,13 @@ def run_grid(runner: Runner, lmap: LabelMap, design: Design) -> list[dict]:
         engines = [e for e in runner.engines if design.runs(e, acq)]
         todo = [e for e in engines if runner.cached(e, spec) is None]
         image_path = work / f"grid_{acq.name}.nii"
+        prep = float("nan")
         if todo:
+            t0 = time.perf_counter()
             image, affine = contrasts.synthesize(lmap.labels, lmap.affine, acq,
                                                  runner.case_seed("grid", lmap.name, acq.name))
             write_image(image_path, image, affine)
+            prep = time.perf_counter() - t0
         segs = {}
         for engine in engines:
             record = runner.cached(engine, spec)
@@ -273,6 +277,7 @@ def run_grid(runner: Runner, lmap: LabelMap, design: Design) -> list[dict]:
                 record = runner.store(engine, spec, {
                     "kind": "grid", "map": lmap.name, "engine": engine, **asdict(acq),
                     "acq": acq.name, "dice": _score(seg, lmap, lmap.labels),
+                    "prep_seconds": prep if engine == todo[0] else 0.0,
                     "volumes": _jsonable_volumes(seg.volumes), "truth": truth_volumes,
                     "seconds": seg.seconds, "failed": seg.failed})
             records.append(record)
@@ -320,6 +325,7 @@ def run_cohort(runner: Runner, lmap: LabelMap, cohort: Cohort, engine: str = "hs
         record = runner.cached(engine, spec)
         cached = record is not None
         if record is None:
+            t0 = time.perf_counter()
             rng = np.random.default_rng(subject["seed"])
             base = shrunk[subject["fraction"]] if subject["fraction"] else lmap.labels
             labels = anatomy.random_deformation(
@@ -328,6 +334,7 @@ def run_cohort(runner: Runner, lmap: LabelMap, cohort: Cohort, engine: str = "hs
             image, affine = contrasts.synthesize(labels, lmap.affine, acq,
                                                  int(rng.integers(2**31)))
             image_path = write_image(work / f"group_{subject['seed']}.nii", image, affine)
+            prep = time.perf_counter() - t0
             try:
                 seg = runner.segment(engine, image_path)
             finally:
@@ -339,6 +346,7 @@ def run_cohort(runner: Runner, lmap: LabelMap, cohort: Cohort, engine: str = "hs
                 "thickness_mm": acq.thickness_mm, "orientation": acq.orientation,
                 "volumes": _jsonable_volumes(seg.volumes),
                 "truth": _jsonable_volumes(truth), "dice": _score(seg, lmap, labels),
+                "prep_seconds": prep,
                 "seconds": seg.seconds, "failed": seg.failed})
         records.append(record)
         runner.log(f"[{cohort.name} {k + 1}/{len(subjects)}] {record['group']} "
