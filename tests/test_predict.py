@@ -282,3 +282,16 @@ def test_aseg_crop_centre_is_on_the_atlas_hypothalamus(shared_data):
     extent = np.abs(grid.world(np.argwhere(inside)) - loc.centre_world).max(axis=0)
     assert np.all(extent < 31.5), extent
     assert crop.shape == (64, 64, 64)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_block_mean_matches_reshaped_mean_and_keeps_world_position(order):
+    from mri_hsynex.predict.localise import block_mean
+
+    data = np.asarray(np.random.default_rng(0).random((13, 14, 9)), np.float32, order=order)
+    grid = G.Grid(data.shape, LIA @ np.diag([1.0, 1.0, 2.0, 1.0]))  # 1 x 1 x 2 mm voxels
+    averaged, coarse = block_mean(data, grid, 3.0)  # blocks of 3 x 3 x 1 voxels
+    expected = data[:12, :12, :].reshape(4, 3, 4, 3, 9, 1).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(averaged, expected, atol=1e-6)
+    np.testing.assert_allclose(coarse.world(np.zeros(3)), grid.world(np.array([1.0, 1.0, 0.0])))
+    np.testing.assert_allclose(coarse.voxel_mm, [3.0, 3.0, 2.0])

@@ -66,14 +66,15 @@ def ras_grid(centre_world: np.ndarray, voxel_mm: float, shape: tuple[int, int, i
     return Grid(shape, affine)
 
 
-def bounding_grid(grid: Grid, voxel_mm: float, divisor: int = 1) -> Grid:
+def bounding_grid(grid: Grid, voxel_mm: float, divisor: int = 1,
+                  snap_to: Grid | None = None) -> Grid:
     """The RAS grid of ``voxel_mm`` voxels covering ``grid``'s world box, each side a multiple of
-    ``divisor`` (centred on the box)."""
+    ``divisor`` (centred on the box; ``snap_to`` as in ``ras_grid``)."""
     corners = grid.corners_world()
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     shape = tuple(round_up(int(np.floor((h - lo_) / voxel_mm)) + 1, divisor)
                   for lo_, h in zip(lo, hi))
-    return ras_grid((lo + hi) / 2, voxel_mm, shape)
+    return ras_grid((lo + hi) / 2, voxel_mm, shape, snap_to=snap_to)
 
 
 def sub_grid(grid: Grid, start: tuple[int, int, int], shape: tuple[int, int, int]) -> Grid:

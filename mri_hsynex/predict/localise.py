@@ -89,7 +89,7 @@ def normalise_percentiles(image: np.ndarray, low: float = 0.5, high: float = 99.
 def localiser_grid(image: np.ndarray, image_grid: Grid, voxel_mm: float, divisor: int) -> Grid:
     """The localiser's RAS grid: the image's world box at ``voxel_mm``, cut to the head (voxels
     brighter than 5% of the 99.5th percentile, plus 2 voxels), sides multiples of ``divisor``."""
-    full = bounding_grid(image_grid, voxel_mm, divisor)
+    full = bounding_grid(image_grid, voxel_mm, divisor, snap_to=image_grid)
     coarse = sample(image, image_grid, full, order=1)
     head = coarse > 0.05 * np.percentile(coarse, 99.5)
     if not head.any():
@@ -110,9 +110,19 @@ def block_mean(image: np.ndarray, image_grid: Grid, voxel_mm: float) -> tuple[np
     if np.all(factors == 1):
         return image, image_grid
     shape = np.array(image.shape) // factors
-    trimmed = image[: shape[0] * factors[0], : shape[1] * factors[1], : shape[2] * factors[2]]
-    blocks = trimmed.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
-    averaged = blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    averaged = np.asarray(image, np.float32)
+    fortran = averaged.flags.f_contiguous and not averaged.flags.c_contiguous
+    if fortran:  # work on the C-ordered transpose (MGH data come Fortran-ordered)
+        averaged, factors_c, shape_c = averaged.T, factors[::-1], shape[::-1]
+    else:
+        factors_c, shape_c = factors, shape
+    for axis in (2, 1, 0):  # strided sums, innermost axis first (5x faster than a 6-D mean)
+        f, n = int(factors_c[axis]), int(shape_c[axis])
+        parts = [averaged[(slice(None),) * axis + (slice(k, n * f, f),)] for k in range(f)]
+        averaged = sum(parts[1:], parts[0].copy())
+    averaged /= np.float32(np.prod(factors))
+    if fortran:
+        averaged = averaged.T
     affine = image_grid.affine.copy()
     affine[:3, 3] = image_grid.world((factors - 1) / 2.0)
     affine[:3, :3] = image_grid.affine[:3, :3] * factors
