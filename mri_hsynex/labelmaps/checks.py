@@ -114,9 +114,16 @@ def check_subunits(subject: str, seg: np.ndarray, aseg: np.ndarray, affine: np.n
     hypothalamus = np.isin(seg, SUBUNIT_IDS)
     result.whole_mm3 = float(hypothalamus.sum()) * voxel_mm3
     if hypothalamus.any():
-        reference = np.isin(aseg, REFERENCE_IDS)
+        # Work in the box around the labels plus the dilation radius: every reference voxel
+        # within that radius of a label voxel is in the box, so the decision is exact.
+        where = np.argwhere(hypothalamus)
+        margin = np.ceil(INSIDE_DILATION_MM / voxel_mm).astype(int) + 1
+        lo = np.maximum(where.min(axis=0) - margin, 0)
+        hi = np.minimum(where.max(axis=0) + margin + 1, seg.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        reference = np.isin(aseg[box], REFERENCE_IDS)
         if reference.any():
             distance = ndimage.distance_transform_edt(~reference, sampling=voxel_mm)
-            inside = distance[hypothalamus] <= INSIDE_DILATION_MM + 1e-6
+            inside = distance[hypothalamus[box]] <= INSIDE_DILATION_MM + 1e-6
             result.inside_fraction = float(inside.mean())
     return result

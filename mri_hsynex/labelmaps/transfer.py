@@ -24,9 +24,11 @@ from ..labels import (
 )
 from .checks import INSIDE_DILATION_MM, REFERENCE_IDS
 
-# Deep structures whose centroids anchor the affine (FreeSurfer aseg ids, both sides).
-ANCHOR_IDS = (4, 43, 5, 44, 10, 49, 11, 50, 12, 51, 13, 52, 14, 15, 16, 17, 53, 18, 54,
-              26, 58, 28, 60, 85)
+# Structures around the hypothalamus whose centroids anchor the affine (FreeSurfer aseg ids):
+# thalami, ventral DCs, 3rd ventricle, brain stem, optic chiasm, putamen, pallidum, amygdalae,
+# accumbens. Chosen by leave-one-subject-out Dice on the eight real subjects (lateral
+# ventricles, caudates and hippocampi made the fit worse; docs/training_data.md).
+ANCHOR_IDS = (10, 49, 28, 60, 14, 16, 85, 12, 51, 13, 52, 18, 54, 26, 58)
 MIN_ANCHOR_VOXELS = 20
 MARGIN_MM = 6.0  # box around the target's ventral DC / 3rd ventricle that receives labels
 
