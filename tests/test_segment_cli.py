@@ -402,3 +402,28 @@ def test_real_subject_with_aseg(shared_data, models, tmp_path, capsys):
 
     near = dilate(np.isin(aseg, (28, 60, 14)), 3.5, 1.0)
     assert not np.any((labels > 0) & ~near)
+
+
+@pytest.mark.slow
+def test_demo_segments_the_bundled_template(tmp_path, models, capsys):
+    pytest.importorskip("nilearn")
+    from mri_hsynex import demo
+
+    out = tmp_path / "demo_out"
+    assert demo.main([str(out), "--model", str(models)]) == 0
+    names = _files(out)
+    assert demo.TEMPLATE_NAME in names and "hypothalamic_subunits_seg.json" in names
+    assert all(name in names for name in demo.OUTPUTS.values())
+    stdout = capsys.readouterr().out
+    assert "Hypothalamus-Whole" in stdout and str(out) in stdout
+
+
+def test_demo_without_networks_names_the_folder(tmp_path, capsys):
+    pytest.importorskip("nilearn")
+    from mri_hsynex import demo
+
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    assert demo.main([str(tmp_path / "d"), "--model", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: ") and str(empty) in err
