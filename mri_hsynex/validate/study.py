@@ -68,9 +68,8 @@ class Design:
 
 
 def full_design() -> Design:
-    """6 contrasts x (1 mm + 3/5/7 mm axial and coronal) = 42 grid images for hsynex; the
-    teacher (~1 min per image here) on the 12 that answer the questions asked of it (every
-    contrast at 1 mm and at 5 mm axial); 160 group scans (hsynex)."""
+    """6 contrasts x (1 mm + 3/5/7 mm axial and coronal) = 42 grid images, each segmented by
+    hsynex and by the teacher; 160 group scans (hsynex)."""
     grid = []
     for contrast in contrasts.CONTRAST_NAMES:
         grid.append(Acquisition(contrast, 1.0))
@@ -84,7 +83,7 @@ def full_design() -> Design:
     )
     qc = tuple(a.name for a in grid if a.thickness_mm in (1.0, 5.0)
                and a.orientation == "axial")
-    return Design(tuple(grid), cohorts, qc, qc)
+    return Design(tuple(grid), cohorts, qc)
 
 
 def quick_design() -> Design:
