@@ -201,7 +201,18 @@ def _model_summary(model_dir: Path | None) -> str:
         shown = os.path.relpath(model_dir)
     except ValueError:
         shown = str(model_dir)
-    return f"`{shown}`{when}"
+    steps = []
+    try:
+        networks = json.loads(settings.read_text()).get("networks", {})
+        for name, info in networks.items():
+            if "trained_steps" in info:
+                best = info.get("best_validation_score")
+                steps.append(f"{name} {info['trained_steps']} training steps"
+                             + (f" (best validation score {best:.3f} at step "
+                                f"{info.get('best_step')})" if best is not None else ""))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return f"`{shown}`{when}" + (f": {'; '.join(steps)}" if steps else "")
 
 
 def _header(opts: Options, run: dict) -> str:
