@@ -204,3 +204,22 @@ def test_transfer_recovers_subunits_of_a_shifted_copy():
     assert np.mean([dice(seg == i, truth == i) for i in SUBUNIT_IDS]) > 0.7
     with pytest.raises(ValueError, match="coplanar"):
         fit_affine(Atlas(tiny_label_map((40, 40, 40)), affine).anchors, atlas.anchors)
+
+
+def test_transfer_to_synthseg_writes_checks_and_leaves_out_failing_maps(tmp_path):
+    from mri_hsynex.io import Volume, save_volume
+    from mri_hsynex.labelmaps.build import transfer_to_synthseg
+
+    atlas_map = _with_anchor_blobs(tiny_label_map((40, 40, 40)))
+    _, target = _split(np.roll(atlas_map, 1, axis=0))
+    save_volume(Volume(atlas_map, tiny_affine()), tmp_path / "s1_labels.nii.gz", kind="labels")
+    save_volume(Volume(target, tiny_affine()), tmp_path / "synthseg_01_labels.nii.gz",
+                kind="labels")
+    checks = transfer_to_synthseg(tmp_path, ["s1"], log=lambda _: None)
+    assert [c.subject for c in checks] == ["synthseg_01"]
+    assert checks[0].all_present and checks[0].sides_ok and not checks[0].volume_ok
+    dest = tmp_path / "transferred"
+    assert (dest / "checks.tsv").is_file() and (dest / "qc" / "synthseg_01.png").is_file()
+    assert not (dest / "synthseg_01_labels.nii.gz").exists()  # too small: left out
+    with pytest.raises(HsynexError):
+        transfer_to_synthseg(tmp_path, [], log=lambda _: None)

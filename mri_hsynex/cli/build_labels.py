@@ -19,7 +19,8 @@ Build the training label maps in one go:
   2. rewrite the SynthSeg whole-brain maps of --synthseg as OUTDIR/synthseg_XX_labels.nii.gz
      (int32; they have no subunit labels).
 With --transfer, the SynthSeg maps also get subunits voted from the subjects' label maps
-(affine alignment on deep-structure centroids) in OUTDIR/transferred/ (with checks and QC).
+(affine alignment on deep-structure centroids) in OUTDIR/transferred/ (with checks and QC;
+maps that fail the checks are left out).
 Existing label maps are reused (checks, volumes and figures are redone) unless --force.
 
 The teacher weights (FreeSurfer's hypothalamus_seg_model.h5) are not shipped with hsynex: give
@@ -89,7 +90,7 @@ def _work(args: argparse.Namespace) -> int:
     if synthseg:
         print(f"\nSynthSeg label maps from {synthseg}:")
         rows = convert_synthseg(synthseg, out, force=args.force)
-        print(f"{len(rows)} maps written (no subunit labels)")
+        print(f"{len(rows)} maps in {out} (no subunit labels)")
         if args.transfer:
             from ..labelmaps.build import transfer_to_synthseg
 
@@ -99,6 +100,8 @@ def _work(args: argparse.Namespace) -> int:
             print("\t".join(CHECK_COLUMNS))
             for c in moved:
                 print("\t".join(c.row()[k] for k in CHECK_COLUMNS))
+            print(f"{sum(c.passed for c in moved)} of {len(moved)} pass the checks and are "
+                  f"written to {out / 'transferred'}/ (the others are left out)")
     print(f"\nlabel maps: {out}/*_labels.nii.gz\nvolumes:    {out / 'subunit_volumes.tsv'}\n"
           f"checks:     {out / 'checks.tsv'}\nQC figures: {out / 'qc'}/")
     failed_checks = [c.subject for c in checks if not c.passed]

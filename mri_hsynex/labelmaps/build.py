@@ -247,7 +247,8 @@ def transfer_to_synthseg(out_dir: str | os.PathLike, atlas_names: Sequence[str],
                          log: Callable[[str], None] = print) -> list[SubunitChecks]:
     """Give the converted SynthSeg maps of ``out_dir`` subunits voted from the subject label
     maps ``<name>_labels.nii.gz`` of ``atlas_names`` (``labelmaps.transfer``); writes
-    ``out_dir/transferred/synthseg_XX_labels.nii.gz``, QC figures and ``checks.tsv`` there."""
+    ``out_dir/transferred/synthseg_XX_labels.nii.gz`` (only maps that pass the checks), QC
+    figures and ``checks.tsv`` (every map) there."""
     from ..io import Volume, load_volume, save_volume
     from ..qc import save_overlay_png
     from .transfer import Atlas, transfer_subunits
@@ -269,14 +270,18 @@ def transfer_to_synthseg(out_dir: str | os.PathLike, atlas_names: Sequence[str],
         target = load_volume(path, kind="labels")
         seg = transfer_subunits(target.data, target.affine, atlases)
         name = path.name[: -len(LABELS_SUFFIX)]
-        save_volume(Volume(paint_subunits(target.data, seg), target.affine),
-                    dest / path.name, kind="labels")
         checks = check_subunits(name, seg, target.data, target.affine)
         all_checks.append(checks)
+        if checks.passed:
+            save_volume(Volume(paint_subunits(target.data, seg), target.affine),
+                        dest / path.name, kind="labels")
+        else:  # only maps that pass the checks are training material
+            (dest / path.name).unlink(missing_ok=True)
         save_overlay_png(dest / QC_DIR / f"{name}.png",
                          Volume(label_map_picture(target.data), target.affine),
                          Volume(seg, target.affine),
                          title=f"{name}: subunits voted from {len(atlases)} subjects")
-        log(f"{path.name}: {checks.whole_mm3:.0f} mm3 of subunits -> {dest / path.name}")
+        log(f"{path.name}: {checks.whole_mm3:.0f} mm3 of subunits -> "
+            + (str(dest / path.name) if checks.passed else "rejected (fails the checks)"))
     write_tsv(dest / CHECKS_TSV, CHECK_COLUMNS, [c.row() for c in all_checks])
     return all_checks
