@@ -124,11 +124,13 @@ def file_fingerprint(path: Path) -> str:
 
 
 def folder_fingerprint(folder: Path | None) -> str:
-    """Names, sizes and modification times of a folder's files (the networks)."""
+    """Names, sizes and modification times of a model folder's networks and settings
+    (``*.keras``, ``model.json``; other files such as a model card do not count)."""
     if folder is None or not Path(folder).is_dir():
         return "none"
     parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-             for p in sorted(Path(folder).iterdir()) if p.is_file()]
+             for p in sorted(Path(folder).iterdir())
+             if p.is_file() and (p.suffix == ".keras" or p.name == "model.json")]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -183,6 +185,7 @@ class Runner:
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
     counts: dict[str, int] = field(default_factory=dict)  # segmentations actually run
+    rss_mb: float = 0.0  # largest resident memory seen after a segmentation (MB)
 
     def __post_init__(self) -> None:
         self.cache_dir = Path(self.cache_dir)
@@ -227,6 +230,18 @@ class Runner:
         except HsynexError as err:
             self.log(f"  {engine} failed on {Path(image_path).name}: {err.what}")
             return failed_segmentation(err.what)
+        finally:
+            self.rss_mb = max(self.rss_mb, current_rss_mb())
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (MB; 0 where /proc is not available)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration, ValueError):
+        return 0.0
 
 
 def write_image(path: Path, image: np.ndarray, affine: np.ndarray) -> Path:
@@ -351,7 +366,7 @@ def run_cohort(runner: Runner, lmap: LabelMap, cohort: Cohort, engine: str = "hs
         runner.log(f"[{cohort.name} {k + 1}/{len(subjects)}] {record['group']} "
                    f"{record['fraction']:.0%} {record['acq']}: whole "
                    f"{record['volumes']['813']:.0f} mm3 (true {record['truth']['813']:.0f})"
-                   f"{' cached' if cached else ''}")
+                   f"{' cached' if cached else f', RSS {current_rss_mb():.0f} MB'}")
     return records
 
 
