@@ -21,6 +21,7 @@ from mri_hsynex.teacher.predict import (
     crop_shape,
     largest_component_per_hemisphere,
     normalise_intensities,
+    tile_plan,
 )
 
 LIA = np.array([[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]])
@@ -115,6 +116,30 @@ def test_largest_component_per_hemisphere():
     seg[1:3, 8:10, 1:3] = 806  # right, only component: kept
     removed = largest_component_per_hemisphere(seg)
     assert removed.sum() == 1 and removed[8, 8, 8]
+
+
+def test_tile_plan_covers_the_axis_with_aligned_tiles():
+    for size in (200, 256, 264, 512):
+        plan = tile_plan(size, 192, 32)
+        kept = np.concatenate([np.arange(k0, k1) for _, k0, k1 in plan])
+        assert np.array_equal(kept, np.arange(size))
+        for start, k0, k1 in plan:
+            assert start % 8 == 0 and 0 <= start and start + 192 <= size
+            # kept voxels are >= 32 from a tile edge unless that edge is the block's own edge
+            assert k0 - start >= 32 or start == 0
+            assert start + 192 - k1 >= 32 or start + 192 == size
+    assert tile_plan(100, 192) == [(0, 0, 100)]
+    with pytest.raises(ValueError):
+        tile_plan(256, 64, 32)
+
+
+@pytest.mark.backend
+def test_tiled_inference_equals_whole_block(random_weights):
+    teacher = Teacher(random_weights, max_tile=96)
+    data = np.random.default_rng(0).random((128, 16, 16)).astype(np.float32)
+    tiled = teacher._network(data)  # 4 tiles along x
+    whole = teacher._run(data)
+    assert np.abs(tiled - whole).max() < 1e-5
 
 
 @pytest.mark.backend
