@@ -151,6 +151,7 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
         figures.group_boxplots(records, figure_dir / "validation_group_study.png"),
     ]
     run = {"seconds": time.time() - t0, "records": records, "counts": dict(runner.counts),
+           "rss_mb": runner.rss_mb,
            "maps": maps, "design": design, "holdout": holdout,
            "figures": [p.relative_to(out_dir) for p in made if p is not None]}
     text = render(records, opts, run)
@@ -478,7 +479,9 @@ def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
     parts = ["## 5. Runtime and memory",
              "Seconds per segmentation measured inside this run (model already loaded; includes "
              "reading the image and post-processing; the machine may have been shared):",
-             md_table(["engine", "images", "n", "refused", "mean s", "max s"], rows)]
+             md_table(["engine", "images", "n", "refused", "mean s", "max s"], rows),
+             f"Largest resident memory of this run after a segmentation (both engines loaded, "
+             f"the held-out map in memory): {run.get('rss_mb', 0):.0f} MB."]
     if bench:
         parts += ["From `make bench` (`bench_out/*.json`; the training-data generator's "
                   "throughput is in `docs/benchmarks.md`):"] + bench
