@@ -13,7 +13,9 @@ Segment the hypothalamic subunits (labels 801-810) of a T1-weighted scan with th
 of Billot et al. 2020 (the one behind FreeSurfer's mri_segment_hypothalamic_subunits), rebuilt in
 Keras 3. It is hsynex's teacher and T1-only baseline; it is not expected to work on other
 contrasts. Its weights (hypothalamus_seg_model.h5) are not shipped with hsynex: give --weights.
-Outputs are on the input's voxel grid.
+Outputs are on the input's voxel grid. Without --crop the whole image is segmented (in 160^3
+tiles: minutes on a few CPU cores); on conformed FreeSurfer volumes --crop 160 (a central block)
+is several times faster and covers the hypothalamus.
 
 example:
   KERAS_BACKEND=torch mri_hsynex teacher --i mri/T1.mgz --o teacher_seg.mgz \\
