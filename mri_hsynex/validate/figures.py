@@ -113,7 +113,7 @@ def qc_montage(qc_files: list[Path], path: Path) -> Path | None:
 
 def group_boxplots(records: list[dict], path: Path) -> Path | None:
     """Whole-hypothalamus volume per group (measured by hsynex, and the truth), per cohort."""
-    group = [r for r in records if r["kind"] == "group"]
+    group = [r for r in records if r["kind"] == "group" and r["engine"] == "hsynex"]
     if not group:
         return None
     plt = _pyplot()

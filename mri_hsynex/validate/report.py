@@ -185,7 +185,7 @@ def render(records: list[dict], opts: Options, run: dict) -> str:
         _runtime_section(records, opts, run),
         _method_section(run),
         _limits_section(records, targets, groups, opts),
-        _closing(records, targets, groups),
+        _closing(records, targets, groups, run),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -390,20 +390,21 @@ def _group_section(records: list[dict], groups: list[tables.GroupResult]) -> str
     for g in groups:
         if g.label not in (813, 811, 812):
             continue
-        main_rows.append([g.cohort, f"{g.fraction:.0%}", SHORT_NAMES[g.label],
+        main_rows.append([g.cohort, g.engine, f"{g.fraction:.0%}", SHORT_NAMES[g.label],
                           f"{g.n_controls}/{g.n_patients}", fmt(g.auroc), fmt_p(g.p),
                           f"{g.change * 100:+.1f} %", fmt(g.auroc_truth), fmt_p(g.p_truth),
                           f"{g.change_truth * 100:+.1f} %"])
     sub_rows = []
     for g in groups:
         if g.label in SUBUNIT_IDS and abs(g.fraction - 0.10) < 1e-9:
-            sub_rows.append([g.cohort, SHORT_NAMES[g.label], fmt(g.auroc), fmt_p(g.p),
+            sub_rows.append([g.cohort, g.engine, SHORT_NAMES[g.label], fmt(g.auroc), fmt_p(g.p),
                              f"{g.change * 100:+.1f} %", fmt(g.auroc_truth),
                              f"{g.change_truth * 100:+.1f} %"])
     dice_rows = []
-    for cohort in dict.fromkeys(r["cohort"] for r in records if r["kind"] == "group"):
-        sel = [r for r in records if r["kind"] == "group" and r["cohort"] == cohort]
-        dice_rows.append([cohort, len(sel), fmt(nanmean(r["dice"]["813"] for r in sel)),
+    group = [r for r in records if r["kind"] == "group"]
+    for cohort, engine in dict.fromkeys((r["cohort"], r["engine"]) for r in group):
+        sel = [r for r in group if r["cohort"] == cohort and r["engine"] == engine]
+        dice_rows.append([cohort, engine, len(sel), fmt(nanmean(r["dice"]["813"] for r in sel)),
                           fmt(nanmean(mean_subunit_dice(r) for r in sel))])
     return "\n\n".join([
         "## 4. Simulated group study",
@@ -415,14 +416,16 @@ def _group_section(records: list[dict], groups: list[tables.GroupResult]) -> str
         "hypothalamus; its volume follows the Jacobian) and, in "
         "the mixed cohort, a fresh contrast (any named one or fully random), slice thickness "
         "(1/3/5/7 mm) and direction. AUROC = P(control volume > patient volume); p = two-sided "
-        "rank-sum. 'true' = the same statistics on the label maps' own volumes.",
-        md_table(["cohort", "atrophy", "structure", "n C/P", "AUROC", "p", "measured change",
-                  "AUROC true", "p true", "true change"], main_rows),
+        "rank-sum. 'true' = the same statistics on the label maps' own volumes. The teacher "
+        "also segments the T1-like 1 mm cohort (its home ground), to show whether the "
+        "simulated atrophy can be seen in these images by a method that works on them.",
+        md_table(["cohort", "engine", "atrophy", "structure", "n C/P", "AUROC", "p",
+                  "measured change", "AUROC true", "p true", "true change"], main_rows),
         "Per subunit, 10 % atrophy:",
-        md_table(["cohort", "subunit", "AUROC", "p", "measured change", "AUROC true",
-                  "true change"], sub_rows),
+        md_table(["cohort", "engine", "subunit", "AUROC", "p", "measured change",
+                  "AUROC true", "true change"], sub_rows),
         "Segmentation quality inside the group study (Dice against each simulated map):",
-        md_table(["cohort", "scans", "whole Dice", "mean subunit Dice"], dice_rows),
+        md_table(["cohort", "engine", "scans", "whole Dice", "mean subunit Dice"], dice_rows),
         "![group study](figures/validation_group_study.png)",
     ])
 
@@ -569,9 +572,9 @@ def diagnose(records: list[dict], targets: list[tables.Target],
                     for th in sorted({r["thickness_mm"] for r in grid})}
         notes.append("Contrast gap: " + gap.note + "; hsynex whole Dice by thickness "
                      + ", ".join(f"{th:g} mm {v:.3f}" for th, v in by_thick.items())
-                     + ". Contrasts where the hypothalamus and ventral DC are nearly isointense "
-                     "leave only shape context; more training steps with thick-slice "
-                     "augmentation and the aseg mask (when available) are what would close it.")
+                     + f". {_contrast_note(gap.note)} More training steps (the generator "
+                     "draws every contrast, so low-contrast images are seen as often as any) "
+                     "and the aseg mask (when available) are what would close it.")
     for g in (tables.find_group(groups, p, 0.10) for p in ("T1-like", "FLAIR-like 5")):
         if g is None:
             continue
@@ -579,7 +582,7 @@ def diagnose(records: list[dict], targets: list[tables.Target],
         if g.auroc >= goal:
             continue
         controls = [r for r in records if r["kind"] == "group" and r["cohort"] == g.cohort
-                    and r["group"] == "control"]
+                    and r["group"] == "control" and r["engine"] == "hsynex"]
         cv_meas = coefficient_of_variation([r["volumes"]["813"] for r in controls])
         cv_true = coefficient_of_variation([r["truth"]["813"] for r in controls])
         causes = []
@@ -587,6 +590,14 @@ def diagnose(records: list[dict], targets: list[tables.Target],
             causes.append("the segmentation under-reports the shrinkage")
         if cv_meas > cv_true:
             causes.append("the measurement adds noise to the anatomical spread")
+        elif cv_meas < 0.5 * cv_true:
+            causes.append("the measured volumes hardly follow the anatomy at all: the networks "
+                          "return a nearly constant shape around the hypothalamus")
+        teacher = tables.find_group(groups, g.cohort, 0.10, engine="teacher")
+        if teacher is not None:
+            causes.append(f"on the same images the teacher reaches AUROC {teacher.auroc:.3f} "
+                          f"(measured change {_pct(teacher.change, True)}), so the atrophy is "
+                          "visible in them")
         if g.auroc_truth < goal:
             causes.append("even the true volumes do not reach the goal at this n")
         notes.append(f"Atrophy detection ({g.cohort}): AUROC {g.auroc:.3f} vs {g.auroc_truth:.3f}"
@@ -603,8 +614,31 @@ def diagnose(records: list[dict], targets: list[tables.Target],
     return notes
 
 
+def _contrast_note(note: str) -> str:
+    """How much the hypothalamus stands out from its neighbours in the worst contrast vs T1."""
+    worst = note.split(";")[0].removeprefix("worst: ").strip()
+    if worst not in CONTRASTS:
+        return ""
+
+    def spread(name: str) -> str:
+        t = CONTRASTS[name]
+        hyp = t["hypothalamus"]
+        parts = [f"{abs(hyp - t[n]) / hyp:.0%} from {label}" for n, label in
+                 (("ventral_dc", "ventral DC"), ("csf", "CSF"), ("wm", "WM"))]
+        return f"{name}-like: hypothalamus {', '.join(parts)}"
+
+    def mean_spread(name: str) -> float:
+        t = CONTRASTS[name]
+        return float(np.mean([abs(t["hypothalamus"] - t[n]) for n in ("ventral_dc", "csf", "wm")])
+                     / t["hypothalamus"])
+
+    flatter = mean_spread(worst) < mean_spread("T1")
+    return (f"Tissue contrast around the hypothalamus, {spread(worst)}; {spread('T1')}"
+            + (": the worst contrast is also the flatter one." if flatter else "."))
+
+
 def _closing(records: list[dict], targets: list[tables.Target],
-             groups: list[tables.GroupResult]) -> str:
+             groups: list[tables.GroupResult], run: dict) -> str:
     t1 = tables.grid_dice(records, "hsynex", contrast="T1")
     off = tables.grid_dice(records, "hsynex", exclude_contrast="T1")
     teacher_t1 = tables.grid_dice(records, "teacher", contrast="T1")
@@ -617,9 +651,16 @@ def _closing(records: list[dict], targets: list[tables.Target],
              f"teacher: T1-like {fmt(teacher_t1)}, other contrasts {fmt(teacher_off)}."]
     for t in targets[:2]:
         lines.append(f"{t.what}: {fmt(t.value)} ({t.status}).")
+    teacher_1mm = nanmean(r["dice"]["813"] for r in records if r["kind"] == "grid"
+                          and r["engine"] == "teacher" and r["acq"] == "T1_1mm")
+    if np.isfinite(teacher_1mm):
+        lines.append(f"Teacher on the 1 mm T1-like image: whole Dice {fmt(teacher_1mm)}.")
     for prefix in ("T1-like", "FLAIR-like 5", "mixed"):
-        g = tables.find_group(groups, prefix, 0.10)
-        if g:
-            lines.append(f"10 % atrophy, {g.cohort}: AUROC {fmt(g.auroc)} (true volumes "
-                         f"{fmt(g.auroc_truth)}), p {fmt_p(g.p)}.")
+        for engine in ("hsynex", "teacher"):
+            g = tables.find_group(groups, prefix, 0.10, engine=engine)
+            if g:
+                lines.append(f"10 % atrophy, {g.cohort}, {engine}: AUROC {fmt(g.auroc)} (true "
+                             f"volumes {fmt(g.auroc_truth)}), p {fmt_p(g.p)}.")
+    lines.append(f"Run time of this invocation: {run['seconds'] / 60:.1f} min "
+                 f"({_compute_minutes(records)}).")
     return "\n".join(lines)

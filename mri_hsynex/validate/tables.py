@@ -99,6 +99,7 @@ class GroupResult:
     """AUROC / rank-sum p of one row id for one cohort and atrophy fraction."""
 
     cohort: str
+    engine: str
     fraction: float
     label: int
     n_controls: int
@@ -112,27 +113,32 @@ class GroupResult:
 
 
 def group_results(records: list[dict]) -> list[GroupResult]:
-    """Every cohort x fraction x row id (801-813) of the group study."""
+    """Every cohort x engine x fraction x row id (801-813) of the group study."""
     results = []
-    cohorts = list(dict.fromkeys(r["cohort"] for r in records if r["kind"] == "group"))
-    for cohort in cohorts:
-        rows = [r for r in records if r["kind"] == "group" and r["cohort"] == cohort]
-        controls = [r for r in rows if r["group"] == "control"]
-        for fraction in sorted({r["fraction"] for r in rows if r["group"] == "patient"}):
-            patients = [r for r in rows if r["group"] == "patient" and r["fraction"] == fraction]
-            if not controls or not patients:
+    group = [r for r in records if r["kind"] == "group"]
+    for cohort in dict.fromkeys(r["cohort"] for r in group):
+        for engine in dict.fromkeys(r["engine"] for r in group if r["cohort"] == cohort):
+            rows = [r for r in group if r["cohort"] == cohort and r["engine"] == engine]
+            results += _group_rows(cohort, engine, rows)
+    return results
+
+
+def _group_rows(cohort: str, engine: str, rows: list[dict]) -> list[GroupResult]:
+    results = []
+    controls = [r for r in rows if r["group"] == "control"]
+    for fraction in sorted({r["fraction"] for r in rows if r["group"] == "patient"}):
+        patients = [r for r in rows if r["group"] == "patient" and r["fraction"] == fraction]
+        for label in (813, 811, 812, *SUBUNIT_IDS):
+            key = str(label)
+            c = _finite(r["volumes"][key] for r in controls)
+            p = _finite(r["volumes"][key] for r in patients)
+            if not c or not p:
                 continue
-            for label in (813, 811, 812, *SUBUNIT_IDS):
-                key = str(label)
-                c = _finite(r["volumes"][key] for r in controls)
-                p = _finite(r["volumes"][key] for r in patients)
-                if not c or not p:
-                    continue
-                ct = [r["truth"][key] for r in controls]
-                pt = [r["truth"][key] for r in patients]
-                results.append(GroupResult(
-                    cohort, fraction, label, len(c), len(p), auroc(c, p), ranksum_p(c, p),
-                    auroc(ct, pt), ranksum_p(ct, pt), _change(c, p), _change(ct, pt)))
+            ct = [r["truth"][key] for r in controls]
+            pt = [r["truth"][key] for r in patients]
+            results.append(GroupResult(
+                cohort, engine, fraction, label, len(c), len(p), auroc(c, p), ranksum_p(c, p),
+                auroc(ct, pt), ranksum_p(ct, pt), _change(c, p), _change(ct, pt)))
     return results
 
 
@@ -147,10 +153,10 @@ def _change(controls: Sequence[float], patients: Sequence[float]) -> float:
 
 
 def find_group(results: list[GroupResult], cohort_prefix: str, fraction: float,
-               label: int = 813) -> GroupResult | None:
+               label: int = 813, engine: str = "hsynex") -> GroupResult | None:
     for r in results:
         if r.cohort.startswith(cohort_prefix) and abs(r.fraction - fraction) < 1e-9 \
-                and r.label == label:
+                and r.label == label and r.engine == engine:
             return r
     return None
 
