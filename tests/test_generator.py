@@ -332,3 +332,86 @@ def test_signed_distance_approximates_euclidean():
         assert err.mean() < 0.35 * voxel_mm and err.max() <= 1.5 * voxel_mm
     empty = to_np(signed_distance(np.zeros((1, 8, 8, 8), bool), 1.0, 4.0))
     assert np.all(empty == 4.0)
+
+
+# --- hypothalamus growth / shrinkage -------------------------------------------------------------
+def hypothalamus_pair() -> np.ndarray:
+    """Left (801/803) and right (806/808) hypothalamus balls of radius 5 inside ventral-DC balls
+    of radius 8 (28 / 60), separated by a 3rd-ventricle slab (14), in a 40^3 map."""
+    grid = np.stack(np.meshgrid(*[np.arange(40.0)] * 3, indexing="ij"))
+    out = np.zeros((40, 40, 40), np.int32)
+    for vdc, (front, back), cx in ((28, (801, 803), 11.0), (60, (806, 808), 29.0)):
+        r = np.sqrt(((grid - np.array([cx, 20, 20])[:, None, None, None]) ** 2).sum(0))
+        out[r <= 8] = vdc
+        out[(r <= 5) & (grid[1] >= 20)] = front
+        out[(r <= 5) & (grid[1] < 20)] = back
+    out[(grid[0] >= 19) & (grid[0] <= 21) & (np.abs(grid[1] - 20) < 12)] = 14
+    return out
+
+
+def _hyp_volume(labels, ids=label_tables.SUBUNIT_IDS) -> int:
+    return int(np.isin(labels, ids).sum())
+
+
+def test_morph_zero_offset_is_identity():
+    from mri_hsynex.generator.morph import morph_hypothalamus
+
+    labels = hypothalamus_pair()[None]
+    out = to_np(morph_hypothalamus(labels, np.zeros((1, 40, 40, 40, 2), np.float32)))
+    np.testing.assert_array_equal(out, labels)
+
+
+def test_morph_moves_one_surface_layer_per_side_within_the_ventral_dc():
+    from mri_hsynex.generator.morph import morph_hypothalamus
+
+    labels = hypothalamus_pair()[None]
+    offset = np.zeros((1, 40, 40, 40, 2), np.float32)
+    offset[..., 0] = -0.9  # shrink the left
+    offset[..., 1] = 0.9  # grow the right
+    out = to_np(morph_hypothalamus(labels, offset))
+    left, right = label_tables.LEFT_SUBUNIT_IDS, label_tables.RIGHT_SUBUNIT_IDS
+    assert _hyp_volume(out, left) < 0.75 * _hyp_volume(labels, left)
+    assert _hyp_volume(out, right) > 1.25 * _hyp_volume(labels, right)
+    changed = out != labels
+    # voxels that left become the left ventral DC; voxels that joined were the right ventral DC
+    assert set(np.unique(out[changed & np.isin(labels, left)])) == {28}
+    assert set(np.unique(labels[changed & np.isin(out, right)])) == {60}
+    # nothing else changes: 3rd ventricle, background and the right side's other labels
+    np.testing.assert_array_equal(out[labels == 14], 14)
+    np.testing.assert_array_equal(out[labels == 0], 0)
+    # grown voxels take the adjacent subunit: front stays front, back stays back
+    grid_y = np.arange(40)[None, None, :, None] + np.zeros_like(labels)
+    grown = changed & np.isin(out, right)
+    assert np.all(out[grown & (grid_y >= 21)] == 806) and np.all(out[grown & (grid_y <= 18)] == 808)
+
+
+def test_morph_partial_offset_changes_volume_continuously():
+    from mri_hsynex.generator.morph import morph_hypothalamus
+
+    labels = hypothalamus_pair()[None]
+    v0 = _hyp_volume(labels)
+    volumes = []
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):  # fraction of the map where the offset is -0.9
+        offset = np.zeros((1, 40, 40, 40, 2), np.float32)
+        offset[:, :, : int(round(40 * fraction))] = -0.9
+        volumes.append(_hyp_volume(to_np(morph_hypothalamus(labels, offset))))
+    assert volumes[0] == v0
+    assert all(a >= b for a, b in zip(volumes, volumes[1:])) and volumes[2] < v0 < 2 * volumes[2]
+
+
+def test_morph_layer_probability_and_range():
+    from mri_hsynex.generator.morph import RandomHypothalamusMorph
+
+    labels = ops.convert_to_tensor(np.repeat(hypothalamus_pair()[None], 8, axis=0))
+    off = RandomHypothalamusMorph(prob=0.0, seed=1)
+    np.testing.assert_array_equal(to_np(off(labels)), to_np(labels))
+    layer = RandomHypothalamusMorph(prob=1.0, seed=3)
+    out = to_np(layer(labels))
+    v0 = _hyp_volume(hypothalamus_pair())
+    changes = np.array([_hyp_volume(o) / v0 - 1 for o in out])
+    assert np.any(changes != 0) and np.all(np.abs(changes) < 0.75)
+    params = layer.sample_parameters(2, (40, 40, 40))
+    assert np.all(np.abs(to_np(params["offset_mm"])) <= 0.95 + 1e-6)
+    # only hypothalamus and ventral-DC voxels ever change
+    moved = out != to_np(labels)
+    assert set(np.unique(to_np(labels)[moved])) <= set(label_tables.SUBUNIT_IDS) | {28, 60}

@@ -1,7 +1,8 @@
 """``build_generator``: the layers of the method composed, in its order, into one Keras model.
 
-deformation + crop -> left/right flip -> conditional GMM -> bias field -> intensity
--> resolution / thickness -> normalisation; targets (one-hot, signed distance) from the labels.
+deformation + crop -> left/right flip -> hypothalamus growth/shrinkage -> conditional GMM
+-> bias field -> intensity -> resolution / thickness -> normalisation; targets (one-hot,
+signed distance) from the labels.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from .config import GeneratorConfig
 
 def import_layers() -> None:
     """Import (and so register for deserialisation) every generator layer."""
-    from . import bias, flip, gmm, intensity, resolution, spatial, targets  # noqa: F401
+    from . import bias, flip, gmm, intensity, morph, resolution, spatial, targets  # noqa: F401
 
 
 def build_generator(cfg: GeneratorConfig, seed: int | None = 0):
@@ -31,6 +32,7 @@ def build_generator(cfg: GeneratorConfig, seed: int | None = 0):
     from .gmm import RandomGMM
     from .grid import derived_seed
     from .intensity import MinMaxNormalise, RandomIntensity
+    from .morph import RandomHypothalamusMorph
     from .resolution import RandomResolution
     from .spatial import RandomDeformCrop
     from .targets import HypothalamusDistance, OneHotTargets
@@ -48,6 +50,9 @@ def build_generator(cfg: GeneratorConfig, seed: int | None = 0):
         name="deform_crop")([labels_in, center_in])
     labels = RandomLeftRightFlip(cfg.flip_prob, cfg.max_label, seed=derived_seed(seed, 1),
                                  name="flip")(labels)
+    labels = RandomHypothalamusMorph(
+        cfg.morph_prob, cfg.morph_mean_mm, cfg.morph_field_std_mm,
+        voxel_mm=cfg.output_voxel_mm, seed=derived_seed(seed, 6), name="morph")(labels)
     image = RandomGMM(
         max_label=cfg.max_label, mean_range=cfg.mean_range, std_range=cfg.std_range,
         share_left_right=cfg.share_left_right, background_zero_prob=cfg.background_zero_prob,

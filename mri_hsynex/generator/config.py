@@ -51,6 +51,10 @@ class GeneratorConfig:
     nonlin_scale: float = 0.04  # coarse grid cells per input voxel (1 / grid spacing)
     # --- flip -------------------------------------------------------------------------------------
     flip_prob: float = 0.5
+    # --- hypothalamus growth / shrinkage (hsynex; see generator/morph.py) ------------------------
+    morph_prob: float = 0.0  # probability per sample (0: off, as in SynthSeg)
+    morph_mean_mm: float = 0.65  # mean surface offset U(-m, m) per side, mm
+    morph_field_std_mm: float = 0.4  # sd of the smooth offset field at its nodes, mm
     # --- conditional GMM --------------------------------------------------------------------------
     mean_range: tuple[float, float] = (0.0, 250.0)
     std_range: tuple[float, float] = (0.0, 35.0)
@@ -101,13 +105,18 @@ class GeneratorConfig:
         if self.target not in TARGETS:
             raise HsynexError(f"generator config: target must be one of {TARGETS}, "
                               f"not {self.target!r}")
+        for name in ("morph_mean_mm", "morph_field_std_mm"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                raise HsynexError(f"generator config: {name} must be >= 0")
+            setattr(self, name, value)
         for name in ("output_voxel_mm", "input_voxel_mm", "max_res_iso", "max_res_aniso",
                      "distance_max_mm", "blur_range"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value <= 0:
                 raise HsynexError(f"generator config: {name} must be > 0")
             setattr(self, name, value)
-        for name in ("flip_prob", "background_zero_prob", "background_dark_prob",
+        for name in ("flip_prob", "morph_prob", "background_zero_prob", "background_dark_prob",
                      "prob_min_res", "prob_aniso"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:

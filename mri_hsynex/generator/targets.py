@@ -42,13 +42,12 @@ def one_hot_targets(labels, lut, n_classes: int):
 
 
 def _shifted(mask, axis: int):
-    """The two neighbours of every voxel of a (B, X, Y, Z) bool mask along ``axis`` (1, 2, 3),
-    False beyond the border: (value at v - 1, value at v + 1)."""
+    """The two neighbours of every voxel of a (B, X, Y, Z) mask along ``axis`` (1, 2, 3),
+    False (zero) beyond the border: (value at v - 1, value at v + 1)."""
     n = int(mask.shape[axis])
-    edge_shape = list(ops.shape(mask))
-    edge_shape[axis] = 1
-    edge = ops.zeros(edge_shape, dtype="bool")
     index = [slice(None)] * 4
+    index[axis] = slice(0, 1)
+    edge = ops.zeros_like(mask[tuple(index)])
     index[axis] = slice(0, n - 1)
     low = mask[tuple(index)]
     index[axis] = slice(1, n)
