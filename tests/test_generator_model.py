@@ -42,7 +42,8 @@ def test_config_json_round_trip(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"nope": 1}, {"target": "stage3"}, {"output_shape": [8, 8]},
                                  {"flip_prob": 2.0}, {"mean_range": [5, 1]},
-                                 {"output_voxel_mm": 0}, {"tie_classes": [[28, 801]]}])
+                                 {"output_voxel_mm": 0}, {"tie_classes": [[28, 801]]},
+                                 {"morph_prob": -0.1}, {"morph_mean_mm": -1}])
 def test_config_errors_are_hsynex_errors(bad):
     with pytest.raises(HsynexError):
         GeneratorConfig.from_dict(bad, "cfg.json")
@@ -55,11 +56,12 @@ def test_config_load_missing_file(tmp_path):
 
 # --- model ---------------------------------------------------------------------------------------
 @pytest.mark.backend
-@pytest.mark.parametrize("target", ["stage1", "stage2", "localiser"])
-def test_outputs_follow_the_contract(target):
+@pytest.mark.parametrize("target,morph", [("stage1", 0.0), ("stage2", 0.0), ("localiser", 0.0),
+                                          ("stage2", 1.0)])
+def test_outputs_follow_the_contract(target, morph):
     from mri_hsynex.generator import build_generator
 
-    cfg = GeneratorConfig(target=target, **SMALL)
+    cfg = GeneratorConfig(target=target, morph_prob=morph, **SMALL)
     out = _np(build_generator(cfg, seed=0)(_inputs(2)))
     assert out["image"].shape == (2, 16, 16, 16, 1) and out["image"].dtype == np.float32
     assert out["image"].min() >= 0 and out["image"].max() <= 1
@@ -110,7 +112,7 @@ def test_every_layer_round_trips_its_config():
 
     gen = build_generator(GeneratorConfig(**SMALL), seed=0)
     custom = [layer for layer in gen.layers if not isinstance(layer, keras.layers.InputLayer)]
-    assert len(custom) == 9
+    assert len(custom) == 10
     for layer in custom:
         config = layer.get_config()
         json.dumps(config)  # JSON only
