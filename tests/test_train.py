@@ -95,3 +95,24 @@ def test_train_errors_are_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("ERROR: no label maps")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_resume_takes_the_configs_learning_rate(tmp_path):
+    import keras
+
+    from mri_hsynex.cli.train import main
+    from mri_hsynex.train.config import TrainConfig
+    from mri_hsynex.train.trainer import Trainer
+
+    maps = _write_maps(tmp_path / "labels")
+    cfg_path = _config(tmp_path, "localiser")
+    run = tmp_path / "run"
+    assert main(["--config", str(cfg_path), "--labels", str(maps), "--o", str(run),
+                 "--steps", "2", "--no-progress"]) == 0
+    cfg = json.loads(cfg_path.read_text())
+    cfg["learning_rate"] = 0.0002
+    cfg_path.write_text(json.dumps(cfg))
+    trainer = Trainer(TrainConfig.load(cfg_path), maps, run, resume=True)
+    assert trainer.state["step"] == 2
+    rate = float(keras.ops.convert_to_numpy(trainer.model.optimizer.learning_rate))
+    assert rate == pytest.approx(0.0002)

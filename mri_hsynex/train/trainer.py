@@ -113,7 +113,10 @@ class Trainer:
 
         last = self.run_dir / "last.keras"
         if resume and last.exists():
-            return keras.saving.load_model(last, compile=True)
+            model = keras.saving.load_model(last, compile=True)
+            # the config's rate applies on resume (continue a run with a lower rate to finish)
+            model.optimizer.learning_rate.assign(self.cfg.learning_rate)
+            return model
         model = self._build()
         if init_dir is not None:
             self._init_from(model, Path(init_dir))
