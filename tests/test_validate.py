@@ -295,6 +295,7 @@ def test_validate_command_quick_with_random_networks(tmp_path):
     assert main(argv) == 0
     text = (out / "validation.md").read_text()
     assert "## Closing note" in text and "--quick" in text
+    assert "On a crop with no image in it, stage 1 returns" in text
     records = json.loads((tmp_path / "cache" / "records.json").read_text())
     assert sum(r["kind"] == "grid" for r in records) == 4
     assert sum(r["kind"] == "group" for r in records) == 16

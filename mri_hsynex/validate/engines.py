@@ -92,6 +92,27 @@ class HsynexEngine:
                             _with_groupings(volumes), seconds)
 
 
+    def blank_input_voxels(self) -> dict[str, int]:
+        """Hypothalamus voxels (stage 1, posterior > 0.5) the networks return for a crop with no
+        image in it (constant, and uniform noise): anything but ~0 is a prior learnt from the
+        crop's position, not read from the image."""
+        from ..models.cascade import STAGE1_POSTERIOR, run_cascade
+        from ..predict.pipeline import Segmenter
+
+        if self._segmenter is None:
+            self._segmenter = Segmenter(model_dir=self.model_dir, threads=self.threads,
+                                        cpu=True, seed=self.seed)
+        seg = self._segmenter
+        shape = (1, *seg.crop_shape, 1)
+        inputs = {"constant": np.full(shape, 0.5, np.float32),
+                  "noise": np.random.default_rng(0).random(shape).astype(np.float32)}
+        out = {}
+        for name, x in inputs.items():
+            stage1, _ = run_cascade(seg.networks.stage1, seg.networks.stage2, x)
+            out[name] = int((stage1[0, ..., STAGE1_POSTERIOR] > 0.5).sum())
+        return out
+
+
 class TeacherEngine:
     """The T1-only teacher (Billot et al. 2020); loads its weights on first use.
 

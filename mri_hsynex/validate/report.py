@@ -150,7 +150,10 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
                             for name in design.qc_cases], figure_dir / "validation_qc.png"),
         figures.group_boxplots(records, figure_dir / "validation_group_study.png"),
     ]
+    blank = engines["hsynex"].blank_input_voxels() \
+        if hasattr(engines.get("hsynex"), "blank_input_voxels") else None
     run = {"seconds": time.time() - t0, "records": records, "counts": dict(runner.counts),
+           "blank": blank,
            "rss_mb": runner.rss_mb,
            "maps": maps, "design": design, "holdout": holdout,
            "figures": [p.relative_to(out_dir) for p in made if p is not None]}
@@ -184,7 +187,7 @@ def render(records: list[dict], opts: Options, run: dict) -> str:
         _group_section(records, groups),
         _runtime_section(records, opts, run),
         _method_section(run),
-        _limits_section(records, targets, groups, opts),
+        _limits_section(records, targets, groups, opts, run.get("blank")),
         _closing(records, targets, groups, run),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -522,8 +525,15 @@ def _method_section(run: dict) -> str:
 
 
 def _limits_section(records: list[dict], targets: list[tables.Target],
-                    groups: list[tables.GroupResult], opts: Options) -> str:
+                    groups: list[tables.GroupResult], opts: Options,
+                    blank: dict[str, int] | None = None) -> str:
     lines = ["## Notes and limits"]
+    if blank:
+        lines.append("- Does the network read the image? On a crop with no image in it, stage 1 "
+                     "returns " + ", ".join(f"{v} hypothalamus voxels ({k})"
+                                            for k, v in blank.items())
+                     + " (the hypothalamus is ~900 voxels): anything far from 0 is a shape "
+                     "learnt from the crop's position rather than read from the image.")
     lines += [f"- {n}" for n in opts.notes]
     if opts.quick:
         lines.append("- This is a `--quick` run (4 grid images, n = 4 per group): the numbers "
