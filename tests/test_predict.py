@@ -13,6 +13,7 @@ from mri_hsynex.predict import grid as G
 from mri_hsynex.predict import postprocess as P
 from mri_hsynex.predict.localise import (
     HYPOTHALAMUS_OFFSET_MM,
+    Localisation,
     localise_from_aseg,
     normalise_percentiles,
 )
@@ -136,6 +137,13 @@ def test_localise_from_aseg_centre_and_region():
     np.testing.assert_allclose(loc.centre_world, expected)
     assert loc.method == "aseg"
     np.testing.assert_array_equal(loc.region_on(grid), region)
+    np.testing.assert_array_equal(loc.exclude_on(grid), labels == 14)  # 3rd ventricle
+
+
+def test_localiser_has_no_exclusion():
+    grid = G.Grid((4, 4, 4), tiny_affine(1.0))
+    loc = Localisation(np.zeros(3), np.ones((4, 4, 4), bool), grid, "localiser")
+    assert loc.exclude_on(grid) is None
 
 
 def test_localise_from_aseg_on_another_grid_is_resampled():

@@ -96,6 +96,9 @@ def test_segment_writes_every_output(scan, models, capsys, use_aseg):
     labels = np.asarray(seg.dataobj)
     assert labels.dtype.kind == "i" and labels.dtype.itemsize == 4
     assert set(np.unique(labels)) <= {0, *range(801, 811)}
+    if use_aseg:  # never hypothalamus inside the aseg's 3rd ventricle
+        aseg = np.asarray(nib.load(scan["aseg"]).dataobj)
+        assert aseg.shape == labels.shape and not np.any(labels[aseg == 14])
     post = nib.load(out / "post.nii.gz")
     assert post.shape == image.shape + (11,) and post.get_data_dtype() == np.float32
     np.testing.assert_allclose(np.asarray(post.dataobj).sum(-1), 1.0, atol=1e-4)

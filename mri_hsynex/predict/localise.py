@@ -39,10 +39,19 @@ class Localisation:
     region_grid: Grid
     method: str
     details: dict = field(default_factory=dict)
+    # voxels (on region_grid) that cannot be hypothalamus: the aseg's 3rd ventricle (None from
+    # the localiser, whose 3 mm ventricle is too coarse for a 3-5 mm wide structure)
+    exclude: np.ndarray | None = None
 
     def region_on(self, grid: Grid) -> np.ndarray:
         """The (undilated) VDC+3V region resampled (nearest) onto ``grid``, boolean."""
         return sample(self.region.astype(np.uint8), self.region_grid, grid, order=0) > 0
+
+    def exclude_on(self, grid: Grid) -> np.ndarray | None:
+        """``exclude`` resampled (nearest) onto ``grid``, boolean; None when there is none."""
+        if self.exclude is None:
+            return None
+        return sample(self.exclude.astype(np.uint8), self.region_grid, grid, order=0) > 0
 
 
 def centroid_world(mask: np.ndarray, grid: Grid) -> np.ndarray:
@@ -52,7 +61,8 @@ def centroid_world(mask: np.ndarray, grid: Grid) -> np.ndarray:
 
 def localise_from_aseg(aseg: np.ndarray, aseg_grid: Grid, image_grid: Grid,
                        aseg_path: str | os.PathLike | None = None) -> Localisation:
-    """Localise from an aseg (label ids): region = 28 ∪ 60 ∪ 14 on the image grid.
+    """Localise from an aseg (label ids): region = 28 ∪ 60 ∪ 14 on the image grid; the 3rd
+    ventricle (14) is also kept as ``exclude`` (never hypothalamus).
 
     An aseg on another grid is resampled (nearest) onto the image grid. HsynexError when it has no
     ventral DC (28/60) or does not overlap the image.
@@ -69,12 +79,14 @@ def localise_from_aseg(aseg: np.ndarray, aseg_grid: Grid, image_grid: Grid,
         if not np.isin(aseg, VENTRAL_DC_IDS).any():
             raise HsynexError("aseg's ventral DC (28/60) lies outside the image", aseg_path)
     region = np.isin(aseg, REGION_LABELS)
+    ventricle = aseg == THIRD_VENTRICLE
     centre = centroid_world(region, image_grid)
     voxel_mm3 = float(abs(np.linalg.det(image_grid.affine[:3, :3])))
     return Localisation(centre + HYPOTHALAMUS_OFFSET_MM, region, image_grid, "aseg",
                         {"resampled_aseg": not same_grid,
                          "region_mm3": float(region.sum() * voxel_mm3),
-                         "region_centroid_ras_mm": [float(v) for v in centre]})
+                         "region_centroid_ras_mm": [float(v) for v in centre]},
+                        exclude=ventricle if ventricle.any() else None)
 
 
 def normalise_percentiles(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:

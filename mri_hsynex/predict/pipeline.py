@@ -91,6 +91,9 @@ class Segmenter:
         t = time.perf_counter()
         region = localisation.region_on(crop)
         mask = dilate(region, VENTRAL_DC_DILATION_MM, crop.voxel_mm)
+        ventricle = localisation.exclude_on(crop)
+        if ventricle is not None:  # the hypothalamus lines the 3rd ventricle, never fills it
+            mask &= ~ventricle
         posteriors = keep_largest_component_per_hemisphere(mask_posteriors(posteriors, mask))
         timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
