@@ -107,6 +107,9 @@ def test_normalisation_maps_percentiles_to_0_and_1():
     assert out.min() == 0.0 and out.max() == 1.0 and out.dtype == np.float32
     assert np.isclose(out[5, 0, 0], (500 - 4.995) / (994.005 - 4.995), atol=1e-4)
     assert not normalise_intensities(np.ones((4, 4, 4))).any()
+    # percentiles of a reference block (the validation's teacher: a 160^3 block, network on 96^3)
+    inner = normalise_intensities(data[3:7, 3:7, 3:7], reference=data)
+    np.testing.assert_allclose(inner, out[3:7, 3:7, 3:7])
 
 
 def test_largest_component_per_hemisphere():
@@ -137,7 +140,7 @@ def test_tile_plan_covers_the_axis_with_aligned_tiles():
 def test_tiled_inference_equals_whole_block(random_weights):
     teacher = Teacher(random_weights, max_tile=96)
     data = np.random.default_rng(0).random((128, 16, 16)).astype(np.float32)
-    tiled = teacher._network(data)  # 4 tiles along x
+    tiled = teacher.network_posteriors(data)  # 4 tiles along x
     whole = teacher._run(data)
     assert np.abs(tiled - whole).max() < 1e-5
 

@@ -32,7 +32,7 @@ from keras import ops
 
 from .. import labels as label_tables
 from .grid import coarse_grid_size, seed_generator, upsample_field
-from .targets import _shifted, signed_distance
+from .targets import shifted, signed_distance
 
 SIDES = (
     (label_tables.LEFT_SUBUNIT_IDS, label_tables.LEFT_VENTRAL_DC),
@@ -53,7 +53,7 @@ def _propagate(subunit, steps: int):
     for _ in range(steps):
         best = subunit
         for axis in (1, 2, 3):
-            low, high = _shifted(subunit, axis)
+            low, high = shifted(subunit, axis)
             best = ops.maximum(best, ops.maximum(low, high))
         subunit = ops.where(subunit > 0, subunit, best)
     return subunit

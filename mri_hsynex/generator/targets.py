@@ -41,7 +41,7 @@ def one_hot_targets(labels, lut, n_classes: int):
     return ops.take(eye, ops.take(lut, labels), axis=0)
 
 
-def _shifted(mask, axis: int):
+def shifted(mask, axis: int):
     """The two neighbours of every voxel of a (B, X, Y, Z) mask along ``axis`` (1, 2, 3),
     False (zero) beyond the border: (value at v - 1, value at v + 1)."""
     n = int(mask.shape[axis])
@@ -61,7 +61,7 @@ def _dilate(mask, cube: bool):
     ``max_pool3d`` is about 30x slower here."""
     out = mask
     for axis in (1, 2, 3):
-        low, high = _shifted(out if cube else mask, axis)
+        low, high = shifted(out if cube else mask, axis)
         out = ops.logical_or(out, ops.logical_or(low, high))
     return out
 

@@ -29,9 +29,10 @@ MAX_TILE = 160
 CHANNEL_LABELS = np.array((0,) + SUBUNIT_IDS, dtype=np.int32)
 
 
-def normalise_intensities(data: np.ndarray) -> np.ndarray:
-    """0.5th percentile -> 0, 99.5th percentile -> 1, clipped to [0, 1] (float32)."""
-    lo, hi = np.percentile(data, PERCENTILES)
+def normalise_intensities(data: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """0.5th percentile -> 0, 99.5th percentile -> 1, clipped to [0, 1] (float32); the
+    percentiles are those of ``reference`` (default: ``data``)."""
+    lo, hi = np.percentile(data if reference is None else reference, PERCENTILES)
     if hi <= lo:
         return np.zeros(data.shape, np.float32)
     scaled = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
@@ -114,7 +115,7 @@ class Teacher:
         post = self.model.predict_on_batch(data[None, ..., None].astype(np.float32))
         return np.asarray(post, dtype=np.float32)[0]
 
-    def _network(self, data: np.ndarray) -> np.ndarray:
+    def network_posteriors(self, data: np.ndarray) -> np.ndarray:
         """Posteriors (X, Y, Z, 11) float32 of a normalised RAS 1 mm block (sizes multiples
         of 8), in overlapping tiles when the block is larger than ``max_tile``."""
         if max(data.shape) <= self.max_tile:
@@ -160,7 +161,7 @@ class Teacher:
         if center_world is None:
             center_world = voxel_to_world(ras.affine, (np.array(ras.shape) - 1) / 2.0)[0]
         block = crop_around(ras, center_world, shape, fill=0.0)
-        post = self._network(normalise_intensities(block.data))
+        post = self.network_posteriors(normalise_intensities(block.data))
         seg = CHANNEL_LABELS[post.argmax(-1)]
         if lcc:
             removed = largest_component_per_hemisphere(seg)

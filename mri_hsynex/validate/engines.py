@@ -70,6 +70,16 @@ class HsynexEngine:
         self.seed = seed
         self._segmenter = None
 
+    @property
+    def segmenter(self):
+        """The :class:`~mri_hsynex.predict.pipeline.Segmenter`, made on first use."""
+        if self._segmenter is None:
+            from ..predict.pipeline import Segmenter
+
+            self._segmenter = Segmenter(model_dir=self.model_dir, threads=self.threads,
+                                        cpu=True, seed=self.seed)
+        return self._segmenter
+
     def segment(self, image_path: str | os.PathLike,
                 aseg_path: str | os.PathLike | None = None,
                 centre_world: np.ndarray | None = None) -> Segmentation:
@@ -77,13 +87,8 @@ class HsynexEngine:
         from the aseg); labels on the 1 mm model grid (not the thick-slice input
         grid, so that Dice measures the segmentation rather than the storage), soft volumes
         as the tool reports them."""
-        from ..predict.pipeline import Segmenter
-
-        if self._segmenter is None:
-            self._segmenter = Segmenter(model_dir=self.model_dir, threads=self.threads,
-                                        cpu=True, seed=self.seed)
         t0 = time.perf_counter()
-        result = self._segmenter.segment(Path(image_path), aseg_path=aseg_path,
+        result = self.segmenter.segment(Path(image_path), aseg_path=aseg_path,
                                          resample="model")
         labels = np.asarray(result.seg, dtype=np.int32)
         volumes = {int(k): float(v[1]) for k, v in result.volumes.items()}
@@ -91,24 +96,21 @@ class HsynexEngine:
         return Segmentation(labels, np.asarray(result.crop_grid.affine, float),
                             _with_groupings(volumes), seconds)
 
-
     def blank_input_voxels(self) -> dict[str, int]:
         """Hypothalamus voxels (stage 1, posterior > 0.5) the networks return for a crop with no
         image in it (constant, and uniform noise): anything but ~0 is a prior learnt from the
         crop's position, not read from the image."""
-        from ..models.cascade import STAGE1_POSTERIOR, run_cascade
-        from ..predict.pipeline import Segmenter
+        import keras
 
-        if self._segmenter is None:
-            self._segmenter = Segmenter(model_dir=self.model_dir, threads=self.threads,
-                                        cpu=True, seed=self.seed)
-        seg = self._segmenter
+        from ..models.cascade import STAGE1_POSTERIOR
+
+        seg = self.segmenter
         shape = (1, *seg.crop_shape, 1)
         inputs = {"constant": np.full(shape, 0.5, np.float32),
                   "noise": np.random.default_rng(0).random(shape).astype(np.float32)}
         out = {}
-        for name, x in inputs.items():
-            stage1, _ = run_cascade(seg.networks.stage1, seg.networks.stage2, x)
+        for name, x in inputs.items():  # stage 1 only: stage 2 does not change its answer
+            stage1 = keras.ops.convert_to_numpy(seg.networks.stage1(x, training=False))
             out[name] = int((stage1[0, ..., STAGE1_POSTERIOR] > 0.5).sum())
         return out
 
@@ -144,10 +146,10 @@ class TeacherEngine:
         from ..io import crop_around, load_volume, resample_to_voxel_size, to_ras, voxel_to_world
         from ..teacher.predict import (
             CHANNEL_LABELS,
-            PERCENTILES,
             VOXEL_RANGE_MM,
             Teacher,
             largest_component_per_hemisphere,
+            normalise_intensities,
         )
 
         if self._teacher is None:
@@ -163,10 +165,9 @@ class TeacherEngine:
             centre_world = voxel_to_world(ras.affine, (np.array(ras.shape) - 1) / 2.0)[0]
         centre = [float(v) for v in centre_world]
         block = crop_around(ras, centre, (self.crop,) * 3, fill=0.0)
-        lo, hi = np.percentile(block.data, PERCENTILES)
         inner = crop_around(ras, centre, (self.network_crop,) * 3, fill=0.0)
-        x = np.clip((inner.data - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
-        post = np.asarray(self._teacher.model.predict_on_batch(x[None, ..., None]))[0]
+        post = self._teacher.network_posteriors(
+            normalise_intensities(inner.data, reference=block.data))
         labels = CHANNEL_LABELS[post.argmax(-1)].astype(np.int32)
         labels[largest_component_per_hemisphere(labels)] = 0
         seconds = time.perf_counter() - t0
