@@ -4,7 +4,8 @@
 ``localiser.keras`` and ``model.json``. The localiser's last layer is set so that its answer is
 known whatever the image: ``"vdc"`` labels everything left ventral DC (brain found, centre =
 image centre), ``"nobrain"`` labels everything background, ``"random"`` keeps random weights,
-``None`` writes no localiser.
+``None`` writes no localiser. ``model.json`` turns the brain-template check off (tiny test images
+are not brains) unless ``brain_check``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _constant_softmax(net, channel: int) -> None:
     layer.set_weights([np.zeros_like(kernel), bias])
 
 
-def write_tiny_models(folder: str | Path, localiser: str | None = "vdc", seed: int = 0) -> Path:
+def write_tiny_models(folder: str | Path, localiser: str | None = "vdc", seed: int = 0,
+                      brain_check: bool = False) -> Path:
     """Write a model folder of tiny networks (levels 2, 2 features) and return its path."""
     import keras
 
@@ -39,7 +41,7 @@ def write_tiny_models(folder: str | Path, localiser: str | None = "vdc", seed: i
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    settings: dict = {"hsynex_version": "test", "networks": {}}
+    settings: dict = {"hsynex_version": "test", "networks": {}, "brain_check": brain_check}
     configs = [("stage1", STAGE1, 1.0), ("stage2", STAGE2, 1.0)]
     if localiser is not None:
         configs.append(("localiser", LOCALISER, 3.0))

@@ -287,7 +287,7 @@ def test_no_brain_is_an_error_not_a_segmentation(scan, nobrain_models, capsys):
     rc, _, err = _run(["--i", scan["image"], "--o", scan["out"] / "seg.mgz",
                        "--model", nobrain_models], capsys)
     _assert_one_error(rc, err, scan["out"], [])
-    assert "localisation found no brain" in err
+    assert "no brain found" in err
 
 
 def test_output_equal_to_input(scan, models, capsys):

@@ -25,8 +25,11 @@ HYPOTHALAMUS_OFFSET_MM = np.array([0.0, 10.8, -0.7])  # RAS, from the VDC+3V cen
 # Localiser channels (labels.LOCALISER_CLASS_NAMES): 2/3 ventral DCs, 4 third ventricle.
 LOCALISER_REGION_CHANNELS = (2, 3, 4)
 MIN_BRAIN_MM3 = 100_000.0  # 100 cm3: less than this is not a brain scan we can segment
+# 2,500 cm3: more than any head (the localiser gives 690-1,900 cm3 on real scans with and
+# without skull; brains are 1,000-1,900 cm3)
+MAX_BRAIN_MM3 = 2_500_000.0
 MIN_REGION_MM3 = 500.0  # ventral DC + 3rd ventricle of a real brain are ~8000 mm3
-NO_BRAIN = "localisation found no brain (is this a brain MRI? try --aseg)"
+NO_BRAIN = "no brain found (is this a brain MRI? try --aseg)"
 
 
 @dataclass
@@ -141,33 +144,69 @@ def block_mean(image: np.ndarray, image_grid: Grid, voxel_mm: float) -> tuple[np
     return averaged, Grid(tuple(int(n) for n in shape), affine)
 
 
-def localise_with_network(image: np.ndarray, image_grid: Grid, localiser, voxel_mm: float,
-                          divisor: int, image_path: str | os.PathLike | None = None
-                          ) -> Localisation:
-    """Localise with the localiser network on the whole head at ``voxel_mm`` (3 mm).
-
-    HsynexError ``NO_BRAIN`` when the image is empty, the brain found is tiny or no ventral DC
-    is found: never a random segmentation.
-    """
+def localiser_posteriors(image: np.ndarray, image_grid: Grid, localiser, voxel_mm: float,
+                         divisor: int) -> tuple[np.ndarray, np.ndarray, Grid]:
+    """The localiser's input (the head at ``voxel_mm``, intensities 0..1), its posteriors
+    (X, Y, Z, 8) and their grid."""
     import keras
 
-    image = np.asarray(image)
-    if not np.isfinite(image).all() or float(image.max()) <= float(image.min()):
-        raise HsynexError(NO_BRAIN, image_path)
     averaged, averaged_grid = block_mean(image, image_grid, voxel_mm)
     grid = localiser_grid(averaged, averaged_grid, voxel_mm, divisor)
     coarse = sample(averaged, averaged_grid, grid, order=1)
-    x = normalise_percentiles(coarse)[None, ..., None]
-    probs = keras.ops.convert_to_numpy(localiser(x, training=False))[0]
-    classes = np.argmax(probs, axis=-1)
-    voxel_mm3 = voxel_mm**3
-    brain_mm3 = float((classes != 0).sum() * voxel_mm3)
-    region = largest_component(np.isin(classes, LOCALISER_REGION_CHANNELS))
-    region_mm3 = float(region.sum() * voxel_mm3)
-    if brain_mm3 < MIN_BRAIN_MM3 or region_mm3 < MIN_REGION_MM3:
-        raise HsynexError(NO_BRAIN, image_path)
+    x = normalise_percentiles(coarse)
+    probs = keras.ops.convert_to_numpy(localiser(x[None, ..., None], training=False))[0]
+    return x, probs, grid
+
+
+def localise_with_network(image: np.ndarray, image_grid: Grid, localiser, voxel_mm: float,
+                          divisor: int, image_path: str | os.PathLike | None = None,
+                          brain_check: bool = True) -> Localisation:
+    """Localise with the localiser network on the whole head at ``voxel_mm`` (3 mm).
+
+    HsynexError ``NO_BRAIN`` when the image is constant, the brain found is tiny or huge, no
+    ventral DC is found or (``brain_check``) the image does not look like a brain
+    (``brain_evidence``): never a random segmentation.
+    """
+    image = np.asarray(image)
+    if not np.isfinite(image).all() or float(image.max()) <= float(image.min()):
+        raise HsynexError(f"{NO_BRAIN}: the image is constant", image_path)
+    coarse, probs, grid = localiser_posteriors(image, image_grid, localiser, voxel_mm, divisor)
+    evidence = brain_evidence(coarse, probs, grid, brain_check)
+    region = evidence.pop("region")
+    if not evidence["is_brain"]:
+        raise HsynexError(f"{NO_BRAIN}: {evidence['reason']}", image_path)
     centre = centroid_world(region, grid)
     return Localisation(centre + HYPOTHALAMUS_OFFSET_MM, region, grid, "localiser",
-                        {"brain_mm3": brain_mm3, "region_mm3": region_mm3,
-                         "grid_shape": list(grid.shape), "voxel_mm": voxel_mm,
+                        {**evidence, "grid_shape": list(grid.shape), "voxel_mm": voxel_mm,
                          "region_centroid_ras_mm": [float(v) for v in centre]})
+
+
+def brain_evidence(image: np.ndarray, probs: np.ndarray, grid: Grid,
+                   template: bool = True) -> dict:
+    """What the localiser's input ``image`` (0..1) and posteriors ``probs`` (X, Y, Z, 8) on
+    ``grid`` say about a brain: volumes (mm3) of the brain and of the ventral DC + 3rd
+    ventricle ``region`` (largest component), the evidence of ``brain_check.template_evidence``
+    (when ``template``), and ``is_brain`` with the ``reason`` when not."""
+    from .brain_check import template_evidence
+
+    classes = np.argmax(probs, axis=-1)
+    voxel_mm3 = float(abs(np.linalg.det(grid.affine[:3, :3])))
+    region = largest_component(np.isin(classes, LOCALISER_REGION_CHANNELS))
+    evidence = {"brain_mm3": float((classes != 0).sum() * voxel_mm3),
+                "region_mm3": float(region.sum() * voxel_mm3), "region": region}
+    if not MIN_BRAIN_MM3 <= evidence["brain_mm3"] <= MAX_BRAIN_MM3:
+        return {**evidence, "is_brain": False,
+                "reason": f"{evidence['brain_mm3'] / 1000:.0f} cm3 of brain-like tissue, "
+                          f"a brain has {MIN_BRAIN_MM3 / 1000:.0f}-{MAX_BRAIN_MM3 / 1000:.0f} cm3"}
+    if evidence["region_mm3"] < MIN_REGION_MM3:
+        return {**evidence, "is_brain": False, "reason": "no ventral diencephalon"}
+    found = template_evidence(image, grid, centroid_world(region, grid)) if template else None
+    if found is None:
+        return {**evidence, "is_brain": True, "reason": "brain template check not run"}
+    evidence.update(found)
+    if not found["looks_like_brain"]:
+        return {**evidence, "is_brain": False,
+                "reason": f"the image does not look like a brain (mutual information with a "
+                          f"brain template {found['template_mi']:.3f} where the brain should "
+                          f"be, {found['template_mi_null']:.3f} elsewhere)"}
+    return {**evidence, "is_brain": True, "reason": ""}

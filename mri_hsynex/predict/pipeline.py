@@ -16,6 +16,7 @@ import numpy as np
 
 from ..constants import STAGE_CROP, VENTRAL_DC_DILATION_MM
 from ..errors import HsynexError
+from .canonical import canonical_axes, canonical_input
 from .grid import Grid, ras_grid, round_up, sample
 from .localise import (
     Localisation,
@@ -76,8 +77,11 @@ class Segmenter:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         image = load_volume(image_path, kind="image")
-        data = _as_3d_float(image.data, image_path)
-        grid = Grid(data.shape, np.asarray(image.affine, float))
+        native_grid = Grid(image.shape, np.asarray(image.affine, float))
+        # Everything up to the posteriors works on the canonical view (RAS voxel order, robust
+        # intensity scale), so that file layout and intensity scaling cannot change the result;
+        # outputs go back onto the scan's own grid by world position.
+        data, grid = canonical_input(_as_3d_float(image.data, image_path), native_grid.affine)
         timings["load"] = time.perf_counter() - t0
         t = time.perf_counter()
         localisation = self._localise(data, grid, image_path, aseg_path)
@@ -97,7 +101,7 @@ class Segmenter:
         posteriors = keep_largest_component_per_hemisphere(mask_posteriors(posteriors, mask))
         timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
-            image=image, image_grid=grid, crop_grid=crop, posteriors=posteriors,
+            image=image, image_grid=native_grid, crop_grid=crop, posteriors=posteriors,
             stage1=stage1, localisation=localisation, resample=resample,
             networks=self.networks, backend=self.backend, timings=timings,
             aseg_path=None if aseg_path is None else Path(aseg_path),
@@ -108,17 +112,19 @@ class Segmenter:
             from ..io import load_volume
 
             aseg = load_volume(aseg_path, kind="labels")
-            labels = np.asarray(aseg.data)
-            if labels.ndim != 3:
+            if np.asarray(aseg.data).ndim != 3:
                 raise HsynexError("aseg is not a 3-D label volume", aseg_path)
-            aseg_grid = Grid(labels.shape, np.asarray(aseg.affine, float))
+            labels, aseg_grid = canonical_axes(aseg.data, aseg.affine)
             return localise_from_aseg(labels, aseg_grid, grid, aseg_path)
         if self.networks.localiser is None:
             raise HsynexError("no localiser network in the model folder (give --aseg)",
                               self.networks.folder)
         info = self.networks.info["localiser"]
+        # model.json may turn the brain-template check off ("brain_check": false), e.g. for
+        # networks trained on non-human anatomy; it is on for the shipped model.
         return localise_with_network(data, grid, self.networks.localiser, info.voxel_mm,
-                                     info.divisor, image_path)
+                                     info.divisor, image_path,
+                                     bool(self.networks.settings.get("brain_check", True)))
 
     def _run_cascade_tta(self, crop_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stage 1 -> stage 2 on the crop and its x-flipped copy (one batch of two); returns the
