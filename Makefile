@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PYTEST  := $(BIN)/python -m pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install test test-fast test-slow demo bench lint clean validate validate-quick
+.PHONY: install test test-fast test-slow demo bench lint clean validate validate-quick invariance
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ validate: install
 
 validate-quick: install
 	KERAS_BACKEND=torch $(BIN)/mri_hsynex validate --quick --o validate_out
+
+# The "same anatomy, same answer" tables of docs/segment.md (issue 12): one real scan written in
+# many ways, images with no brain, and the brain images that must not be refused.
+INVARIANCE_SCAN ?= ../shared/data/subjects/sub-08/mri/T1.mgz
+invariance: install
+	KERAS_BACKEND=torch $(BIN)/python -m mri_hsynex.validate.invariance --i $(INVARIANCE_SCAN) \
+		--doc docs/segment.md
 
 lint: install
 	$(BIN)/ruff check mri_hsynex tests benchmarks

@@ -1,0 +1,316 @@
+"""The same anatomy gives the same answer (issue 12): intensity scaling, data type, axis order and
+oblique affines; images with no brain are refused.
+
+Property tests on the pipeline's pure functions (canonical view, file variants), end-to-end runs
+with tiny networks on a synthetic head (world-space labels and volumes), the brain-template
+evidence, and slow runs with the shipped networks on a real scan (skipped without ../shared).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from synthetic import tiny_affine, tiny_label_map
+
+from mri_hsynex.io import load_volume
+from mri_hsynex.predict.canonical import canonical_axes, canonical_input, rescale_intensities
+from mri_hsynex.validate import invariance as inv
+
+AXCODES = ["".join(p) for p in itertools.product("LR", "PA", "IS")]
+LAYOUTS = sorted({"".join(c[i] for i in perm) for c in AXCODES
+                  for perm in itertools.permutations(range(3))})
+
+
+def _head(shape=(24, 28, 20), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    labels = tiny_label_map(shape)
+    rng = np.random.default_rng(seed)
+    image = np.where(labels > 0, 80.0, 3.0) + np.isin(labels, (28, 60)) * 40.0
+    image += rng.random(shape) * 6
+    affine = tiny_affine(1.3)
+    affine[:3, 3] += rng.uniform(-5, 5, 3)
+    return image.astype(np.float32), affine
+
+
+# --- the canonical view (pure functions) ---------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(scale=st.floats(1e-2, 1e2), offset=st.floats(-3000, 3000))
+def test_rescaling_does_not_change_the_canonical_intensities(scale, offset):
+    # float32 storage limits the precision: 1e-3 of the intensity range at these scales
+    image, _ = _head()
+    a = rescale_intensities(image)
+    b = rescale_intensities(image.astype(np.float64) * scale + offset)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    assert abs(float(np.percentile(a, 0.5))) < 1e-6 and abs(np.percentile(a, 99.5) - 1) < 1e-5
+
+
+@settings(max_examples=30, deadline=None)
+@given(layout=st.sampled_from(LAYOUTS))
+def test_axis_order_does_not_change_the_canonical_array(layout):
+    image, affine = _head()
+    data, grid = canonical_axes(image, affine)
+    other, other_affine = inv.reorder(image, affine, layout)
+    assert "".join(nib.aff2axcodes(other_affine)) == layout
+    data2, grid2 = canonical_axes(other, other_affine)
+    assert np.array_equal(data, data2)  # bit-exact: no interpolation
+    np.testing.assert_allclose(grid.affine, grid2.affine, atol=1e-9)
+
+
+def test_reorder_keeps_every_voxel_at_its_world_position():
+    image, affine = _head()
+    other, other_affine = inv.reorder(image, affine, "PIL")
+    ijk = np.array([[3, 5, 7], [10, 2, 15]])
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    back = np.rint(np.linalg.solve(other_affine[:3, :3], (world - other_affine[:3, 3]).T).T)
+    for a, b in zip(ijk, back.astype(int)):
+        assert image[tuple(a)] == other[tuple(b)]
+
+
+@pytest.mark.parametrize("variant", inv.INTENSITY_VARIANTS, ids=lambda v: v.name)
+def test_written_intensity_variants_load_to_the_same_canonical_view(variant, tmp_path):
+    image, affine = _head()
+    image = np.rint(image)  # integer-valued, as a uint8 scan is
+    reference, grid = canonical_input(image, affine)
+    data, aff, storage = variant.make(image, affine)
+    vol = load_volume(inv.write_variant(tmp_path / "v.nii.gz", data, aff, storage))
+    assert vol.data.dtype == np.float32
+    assert np.dtype(nib.load(tmp_path / "v.nii.gz").get_data_dtype()) == np.dtype(storage["dtype"])
+    out, grid2 = canonical_input(vol.data, vol.affine)
+    np.testing.assert_allclose(out, reference, atol=2e-3)
+    np.testing.assert_allclose(grid.affine, grid2.affine)
+
+
+@settings(max_examples=20, deadline=None)
+@given(degrees=st.floats(-40, 40), axis=st.integers(0, 2))
+def test_rotated_affine_keeps_the_centre_and_the_voxel_size(degrees, axis):
+    image, affine = _head()
+    rotated = inv.rotate_affine(affine, image.shape, degrees, axis)
+    centre = (np.array(image.shape) - 1) / 2
+    np.testing.assert_allclose(rotated[:3, :3] @ centre + rotated[:3, 3],
+                               affine[:3, :3] @ centre + affine[:3, 3], atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(rotated[:3, :3], axis=0),
+                               np.linalg.norm(affine[:3, :3], axis=0))
+    assert np.isclose(np.linalg.det(rotated[:3, :3]), np.linalg.det(affine[:3, :3]))
+
+
+# --- the pipeline end to end on a tiny head (random-weight networks) -----------------------------
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    from helpers_models import write_tiny_models
+
+    from mri_hsynex.predict.pipeline import Segmenter
+
+    return Segmenter(write_tiny_models(tmp_path_factory.mktemp("models"), seed=3), threads=1)
+
+
+def _world_labels(result) -> dict[tuple, int]:
+    """Labelled voxels of SEG keyed by their world position (mm, rounded)."""
+    seg = np.asarray(result.seg)
+    ijk = np.argwhere(seg > 0)
+    world = ijk @ result.image_grid.affine[:3, :3].T + result.image_grid.affine[:3, 3]
+    return {tuple(np.round(w, 2)): int(seg[tuple(i)]) for w, i in zip(world, ijk)}
+
+
+@pytest.mark.backend
+def test_same_voxels_in_any_axis_order_give_the_same_labels_and_volumes(segmenter, tmp_path):
+    image, affine = _head((36, 40, 32))
+    results = {}
+    for code in ("RAS", "LIA", "PIR", "LPS"):
+        data, aff = inv.reorder(image, affine, code)
+        path = inv.write_variant(tmp_path / f"{code}.nii.gz", data, aff, {"dtype": "float32"})
+        results[code] = segmenter.segment(path)
+    ref = results["RAS"]
+    assert ref.volumes[inv.WHOLE][0] > 0  # the random networks do label something
+    for code, result in results.items():
+        assert _world_labels(result) == _world_labels(ref), code
+        for label, (n, soft) in ref.volumes.items():
+            assert result.volumes[label][0] == n
+            assert result.volumes[label][1] == pytest.approx(soft, rel=1e-5, abs=1e-3), code
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("variant", inv.INTENSITY_VARIANTS, ids=lambda v: v.name)
+def test_intensity_rescaling_and_data_type_do_not_change_the_volumes(variant, segmenter,
+                                                                     tmp_path):
+    image, affine = _head((36, 40, 32))
+    image = np.rint(image)
+    ref = segmenter.segment(inv.write_variant(tmp_path / "ref.nii.gz", image, affine,
+                                              {"dtype": "float32"}))
+    result = segmenter.segment(inv.write_variant(tmp_path / "v.nii.gz",
+                                                 *variant.make(image, affine)))
+    for label, (_, soft) in ref.volumes.items():
+        assert result.volumes[label][1] == pytest.approx(soft, rel=5e-3, abs=0.5), label
+
+
+def test_invariance_table_lists_every_variant(segmenter, tmp_path):
+    image, affine = _head((36, 40, 32))
+    scan = inv.write_variant(tmp_path / "scan.nii.gz", image, affine, {"dtype": "float32"})
+    variants = inv.layout_variants(("LIA",)) + inv.INTENSITY_VARIANTS[:1] + \
+        inv.oblique_variants((10.0,))
+    rows = inv.run_invariance(scan, segmenter, variants, tmp_path)
+    assert [r.group for r in rows] == ["-", "layout", "intensity", "oblique"]
+    assert rows[1].change == pytest.approx((0.0, 0.0, 0.0), abs=1e-3)
+    text = inv.markdown("scan.nii.gz", rows, [("noise", "no brain found")], 12.0)
+    assert text.startswith(inv.BEGIN) and text.endswith(inv.END)
+    assert "stored LIA" in text and "| noise | no brain found |" in text
+    doc = inv.replace_section("# Title\n\n" + inv.BEGIN + "\nold\n" + inv.END + "\ntail\n", text)
+    assert "old" not in doc and doc.endswith("tail\n") and doc.count(inv.BEGIN) == 1
+
+
+# --- brain evidence -----------------------------------------------------------------------------
+def test_mutual_information_of_independent_and_identical_samples():
+    from mri_hsynex.predict.brain_check import mutual_information
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(50_000), rng.random(50_000)
+    assert mutual_information(a, b) < 0.01
+    assert mutual_information(a, a) == pytest.approx(np.log(16), rel=0.01)
+    assert mutual_information(a, 1 - a) == pytest.approx(np.log(16), rel=0.01)  # any mapping
+
+
+def _template_image():
+    from mri_hsynex.predict.brain_check import TEMPLATE_FILES, template_folder
+
+    folder = template_folder()
+    if folder is None or not (folder / TEMPLATE_FILES["t1"]).is_file():
+        pytest.skip("nilearn's MNI template is not installed")
+    vol = load_volume(folder / TEMPLATE_FILES["t1"])
+    return vol.data, vol.affine
+
+
+def _coarse(data, affine):
+    from mri_hsynex.predict.grid import Grid
+    from mri_hsynex.predict.localise import block_mean, normalise_percentiles
+
+    image, grid = canonical_input(data, affine)
+    coarse, coarse_grid = block_mean(image, grid, 3.0)
+    return normalise_percentiles(coarse), coarse_grid if isinstance(coarse_grid, Grid) else None
+
+
+@pytest.mark.parametrize("transform", ["as is", "inverted contrast", "tilted 20 deg",
+                                       "shifted 30 mm"])
+def test_a_brain_looks_like_a_brain_in_any_contrast_and_position(transform):
+    from mri_hsynex.predict.brain_check import TEMPLATE_CENTRE_MM, template_evidence
+
+    data, affine = _template_image()
+    centre = TEMPLATE_CENTRE_MM.copy()
+    if transform == "inverted contrast":
+        data = np.where(data > 0, data.max() - data, 0)
+    if transform == "tilted 20 deg":
+        affine = inv.rotate_affine(affine, data.shape, 20.0, 0)
+        move = affine @ np.linalg.inv(_template_image()[1])
+        centre = move[:3, :3] @ centre + move[:3, 3]
+    if transform == "shifted 30 mm":
+        affine = affine.copy()
+        affine[:3, 3] += [30.0, -30.0, 30.0]
+        centre = centre + [30.0, -30.0, 30.0]
+    image, grid = _coarse(data, affine)
+    evidence = template_evidence(image, grid, centre)
+    assert evidence["looks_like_brain"], evidence
+
+
+@pytest.mark.parametrize("name", list(inv.non_brain_images()))
+def test_non_brain_images_do_not_look_like_a_brain(name):
+    from mri_hsynex.predict.brain_check import template_evidence
+
+    _template_image()
+    data, affine = inv.non_brain_images()[name]
+    image, grid = _coarse(data, affine)
+    centre = grid.world((np.array(grid.shape) - 1) / 2)  # wherever a localiser would point
+    for shift in ([0, 0, 0], [0, 20, 0]):
+        evidence = template_evidence(image, grid, centre + shift)
+        if "body-like" in name:  # refused for its size instead (see brain_check's docstring)
+            continue
+        assert not evidence["looks_like_brain"], (name, evidence)
+
+
+def test_brain_evidence_refuses_too_little_or_too_much_brain():
+    from mri_hsynex.predict.grid import Grid
+    from mri_hsynex.predict.localise import brain_evidence
+
+    grid = Grid((10, 10, 10), np.diag([3.0, 3.0, 3.0, 1.0]))
+    probs = np.zeros((10, 10, 10, 8), np.float32)
+    probs[..., 0] = 1.0
+    evidence = brain_evidence(np.zeros((10, 10, 10)), probs, grid)
+    assert not evidence["is_brain"] and "cm3 of brain" in evidence["reason"]
+    big = Grid((60, 60, 60), np.diag([4.0, 4.0, 4.0, 1.0]))  # 13,800 cm3 all "brain"
+    probs = np.zeros((60, 60, 60, 8), np.float32)
+    probs[..., 1] = 1.0
+    assert not brain_evidence(np.zeros((60, 60, 60)), probs, big, template=False)["is_brain"]
+
+
+# --- the shipped networks on a real scan (slow, ../shared) ---------------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    from mri_hsynex.predict.pipeline import Segmenter
+
+    return Segmenter(threads=2)
+
+
+@pytest.fixture(scope="module")
+def real_scan(tmp_path_factory):
+    from conftest import SHARED_DATA
+
+    path = SHARED_DATA / "subjects" / "sub-08" / "mri" / "T1.mgz"
+    if not path.is_file():
+        pytest.skip("../shared/data is not present (real-data test)")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_scan_same_volumes_in_any_layout_and_scaling(shipped, real_scan, tmp_path):
+    variants = inv.layout_variants(("RAS", "PIR", "LPS")) + (inv.INTENSITY_VARIANTS[0],
+                                                             inv.INTENSITY_VARIANTS[4])
+    rows = inv.run_invariance(real_scan, shipped, variants, tmp_path)
+    assert rows[0].whole > 300
+    for row in rows[1:]:
+        assert max(abs(c) for c in row.change) <= 0.5, row
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_scan_oblique_within_three_percent(shipped, real_scan, tmp_path):
+    rows = inv.run_invariance(real_scan, shipped, inv.oblique_variants((10.0, 20.0)), tmp_path)
+    for row in rows[1:]:
+        assert abs(row.change[0]) <= 3.0, row
+
+
+@pytest.mark.slow
+def test_shipped_pipeline_refuses_every_non_brain_image(tmp_path, capsys):
+    from mri_hsynex.cli import segment
+
+    for k, (name, (data, affine)) in enumerate(inv.non_brain_images().items()):
+        scan = inv.write_variant(tmp_path / f"x{k}.nii.gz", data, affine, {"dtype": "float32"})
+        out = tmp_path / f"out{k}"
+        out.mkdir()
+        rc = segment.main(["--i", str(scan), "--o", str(out / "seg.mgz"), "--vol",
+                           str(out / "v.csv"), "--threads", "2"])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert rc == 1 and len(lines) == 1 and lines[0].startswith("ERROR: "), (name, err)
+        assert "no brain found" in err and str(scan) in err
+        assert list(out.iterdir()) == [], name
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_batch_lists_a_non_brain_scan_as_failed_and_goes_on(real_scan, tmp_path, capsys):
+    from mri_hsynex.cli import segment
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "brain.mgz").symlink_to(real_scan)
+    data, affine = inv.non_brain_images()["uniform noise 96^3"]
+    inv.write_variant(scans / "noise.nii.gz", data, affine, {"dtype": "float32"})
+    rc = segment.main(["--i", str(scans), "--o", str(tmp_path / "segs"), "--vol",
+                       str(tmp_path / "v.csv"), "--threads", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "noise.nii.gz" in err and "no brain found" in err
+    assert sorted(p.name for p in (tmp_path / "segs").iterdir() if p.suffix == ".mgz") == \
+        ["brain.hypothalamic_subunits_seg.synex.mgz"]
+    assert "brain" in (tmp_path / "v.csv").read_text()
