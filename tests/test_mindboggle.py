@@ -126,9 +126,14 @@ def _mindboggle_like(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fake_mindboggle(root, name):
-    """One subject folder; returns the truth (tiny map with subunits, WM 2/41) on its grid."""
+def _fake_mindboggle(root, name, blobs=False):
+    """One subject folder; returns the truth (tiny map with subunits, WM 2/41) on its grid; with
+    ``blobs``, brain stem and optic chiasm too (non-coplanar anchors for the transfer)."""
+    from tests.test_labelmaps import _with_anchor_blobs
+
     truth = tiny_label_map((32, 32, 32))
+    if blobs:
+        truth = _with_anchor_blobs(truth)
     affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
     affine[:3, 3] = -31.0
     labels = _mindboggle_like(truth)
@@ -263,3 +268,27 @@ def test_real_subject_is_built_and_left_out_when_it_fails(shared_data, tmp_path)
     written = load_volume(kept if result.passed else left_out, kind="labels")
     assert {2, 3, 41, 42, 28, 60, 14}.issubset(np.unique(written.data).tolist())
     assert (tmp_path / "mindboggle_labels.tsv").is_file()
+
+
+def test_cli_transfer_from_atlases_instead_of_the_teacher(tmp_path, capsys):
+    """--transfer-from: subunits voted from label maps with 801-810; no teacher weights needed."""
+    from mri_hsynex.cli.build_labels import main
+    from tests.test_labelmaps import _with_anchor_blobs
+
+    src, atlas_dir, out = tmp_path / "mb", tmp_path / "atlases", tmp_path / "out"
+    truth = _fake_mindboggle(src, "s1", blobs=True)
+    atlas_dir.mkdir()
+    affine = load_volume(src / "s1" / "labels.nii.gz", kind="labels").affine
+    nib.save(nib.Nifti1Image(_with_anchor_blobs(tiny_label_map((32, 32, 32))), affine),
+             str(atlas_dir / "a_labels.nii.gz"))
+    assert main(["--mindboggle", str(src), "--transfer-from", str(atlas_dir), "--o", str(out),
+                 "--threads", "1"]) == 0, capsys.readouterr()
+    built = load_volume(out / "s1_labels.nii.gz", kind="labels").data
+    hypothalamus = np.isin(truth, SUBUNIT_IDS)
+    assert np.array_equal(built[hypothalamus], truth[hypothalamus])  # same anatomy: exact
+    assert not np.isin(built[~hypothalamus], SUBUNIT_IDS).any()
+    assert main(["--mindboggle", str(src), "--transfer-from", str(tmp_path / "none"), "--o",
+                 str(tmp_path / "o2")]) == 1
+    assert "ERROR: folder of label maps to transfer subunits from not found" in \
+        capsys.readouterr().err
+    assert main(["--sd", str(src), "--transfer-from", str(atlas_dir), "--o", str(out)]) == 1

@@ -31,7 +31,9 @@ unlabelled part of the brain mask (non-zero T1, holes filled) -> white matter 2/
 the nearest labelled left/right structure (CSF-dark voxels and voxels nearest the cerebellum /
 brain stem stay 0); ids above 830 are reported and treated as unlabelled. Subjects whose
 subunits fail the checks are reported and their label maps left out (QC figure and check rows
-are still written); OUTDIR/mindboggle_labels.tsv records the conversion. Networks trained on
+are still written); OUTDIR/mindboggle_labels.tsv records the conversion. With --transfer-from
+ATLASDIR the subunits are voted from the label maps (with 801-810) in ATLASDIR, as for --transfer,
+instead of coming from the teacher (which under-segments the OASIS-TRT-20 T1s). Networks trained on
 Mindboggle-derived maps inherit its licence (CC BY-NC-SA 3.0: non-commercial).
 
 The teacher weights (FreeSurfer's hypothalamus_seg_model.h5) are not shipped with hsynex: give
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--transfer", action="store_true",
                         help="also give the SynthSeg maps subunits by multi-atlas registration "
                              "from the subjects (written to OUTDIR/transferred/)")
+    parser.add_argument("--transfer-from", default=None, metavar="ATLASDIR",
+                        help="with --mindboggle: subunits by multi-atlas transfer from the label "
+                             "maps with 801-810 in ATLASDIR instead of the teacher")
     parser.add_argument("--crop", type=int, default=None, metavar="N",
                         help="block (voxels at 1 mm) the teacher sees (default: 160)")
     parser.add_argument("--force", action="store_true", help="rebuild existing label maps")
@@ -77,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _default_near(sd: str, relative: str) -> str | None:
     candidate = Path(sd).resolve().parent / relative
     return str(candidate) if candidate.exists() else None
+
+
+def _atlases(args: argparse.Namespace) -> list:
+    """The label maps to transfer subunits from (``--transfer-from``), or []."""
+    if not args.transfer_from:
+        return []
+    from ..errors import HsynexError
+    from ..labelmaps.transfer import atlases_in
+
+    if not args.mindboggle:
+        raise HsynexError("--transfer-from works with --mindboggle only")
+    return atlases_in(args.transfer_from)
 
 
 def _work(args: argparse.Namespace) -> int:
@@ -90,17 +107,22 @@ def _work(args: argparse.Namespace) -> int:
     find, builder_class = (find_subjects, LabelMapBuilder) if args.sd else \
         (find_mindboggle, MindboggleBuilder)
     subjects = find(source, args.s)
+    atlases = _atlases(args)
     weights = args.weights or _default_near(source, f"teacher/{TEACHER_WEIGHTS_NAME}")
-    if weights is None:
+    if atlases:
+        weights = None
+    elif weights is None:
         raise HsynexError("the teacher needs its weights file: give --weights PATH "
                           f"({TEACHER_WEIGHTS_NAME}, not shipped with hsynex)")
-    if not os.path.isfile(weights):
+    if weights is not None and not os.path.isfile(weights):
         raise HsynexError("teacher weights file not found", weights)
     synthseg = None if args.no_synthseg else (
         args.synthseg or (args.sd and _default_near(args.sd, "synthseg_label_maps")))
     configure(args.threads, args.cpu)
     out = Path(args.o)
-    builder = builder_class(out, weights, crop=args.crop or DEFAULT_CROP, force=args.force)
+    extra = {"atlases": atlases} if atlases else {}
+    builder = builder_class(out, weights, crop=args.crop or DEFAULT_CROP, force=args.force,
+                            **extra)
     checks, failures = builder.subjects(subjects)
 
     print("\nchecks (" + str(out / "checks.tsv") + "):")

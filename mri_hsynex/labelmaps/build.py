@@ -118,6 +118,7 @@ class LabelMapBuilder:
         self.keep_failed = keep_failed  # False: a map that fails the checks is not written
         self.log = log
         self._teacher = None
+        self.subunit_source = "teacher"  # for the QC figure's title
 
     @property
     def teacher(self):
@@ -206,7 +207,8 @@ class LabelMapBuilder:
         (self.out_dir / QC_DIR).mkdir(exist_ok=True)
         save_overlay_png(self.out_dir / QC_DIR / f"{inputs.name}.png", image,
                          Volume(seg, aseg.affine),
-                         title=f"{inputs.name}: teacher subunits on {inputs.image.name}")
+                         title=f"{inputs.name}: {self.subunit_source} subunits on "
+                               f"{inputs.image.name}")
         return checks, subunit_volumes(seg, voxel_mm3)
 
     def subjects(self, subjects: Sequence[SubjectInputs]

@@ -15,7 +15,9 @@ generator is trained on, the labels are converted (``convert_labels``):
   CSF-like (below the midpoint of the lateral ventricles' and the cortex's median T1) or where
   the nearest labelled structure is infratentorial (cerebellum, brain stem, 4th ventricle).
 
-The teacher's subunits are then painted exactly as for FreeSurfer subjects (``build``).
+The teacher's subunits are then painted exactly as for FreeSurfer subjects (``build``); or, with
+``atlases``, subunits voted from other subjects' label maps (``transfer.transfer_subunits``), for
+T1s on which the teacher fails.
 """
 
 from __future__ import annotations
@@ -194,12 +196,29 @@ def find_mindboggle(folder: str | os.PathLike, names: Sequence[str] | None = Non
 class MindboggleBuilder(LabelMapBuilder):
     """``LabelMapBuilder`` for Mindboggle subjects: converts the labels (``convert_labels``)
     before painting, leaves out maps that fail the checks, and writes ``mindboggle_labels.tsv``
-    (white matter filled in, voxels left at 0, unknown ids per subject)."""
+    (white matter filled in, voxels left at 0, unknown ids per subject). With ``atlases``
+    (``transfer.Atlas`` label maps with subunits) the subunits are transferred from them instead
+    of coming from the teacher."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, atlases=None, **kwargs):
         kwargs.setdefault("keep_failed", False)
         super().__init__(*args, **kwargs)
         self.conversions: dict[str, Conversion] = {}
+        self.atlases = list(atlases or [])
+        if self.atlases:
+            self.subunit_source = f"transferred ({len(self.atlases)} atlases)"
+
+    def _teacher_subunits(self, inputs: SubjectInputs, image, aseg) -> np.ndarray:
+        if not self.atlases:
+            return super()._teacher_subunits(inputs, image, aseg)
+        from .transfer import transfer_subunits
+
+        try:
+            seg = transfer_subunits(aseg.data, aseg.affine, self.atlases)
+        except ValueError as err:  # too few anchor structures, no ventral DC / 3rd ventricle
+            raise HsynexError(f"cannot transfer subunits: {err}", inputs.aseg) from None
+        self.log(f"{inputs.name}: subunits voted from {len(self.atlases)} label maps")
+        return seg
 
     def load_inputs(self, inputs: SubjectInputs):
         image, labels = super().load_inputs(inputs)
