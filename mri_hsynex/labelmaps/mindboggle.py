@@ -99,17 +99,10 @@ def nearest_is_left(labels: np.ndarray, where: np.ndarray, voxel_mm: Sequence[fl
     """For the voxels of the boolean mask ``where``: is the nearest labelled voxel (Euclidean
     distance in mm, ``voxel_mm`` per axis) that belongs to a left structure (rather than a
     right one)? Returns a boolean array of ``where``'s shape (False outside ``where``)."""
-    from scipy import ndimage
-
     left, right = sided_ids()
-    sided = np.isin(labels, left + right)
-    if not sided.any():
+    if not np.isin(labels, left + right).any():
         raise HsynexError("the label map has no left or right structure to take sides from")
-    _, index = ndimage.distance_transform_edt(~sided, sampling=voxel_mm, return_indices=True)
-    nearest = labels[tuple(i[where] for i in index)]
-    out = np.zeros(labels.shape, bool)
-    out[where] = np.isin(nearest, left)
-    return out
+    return where & np.isin(nearest_label(labels, where, voxel_mm, among=left + right), left)
 
 
 def brain_mask(image: np.ndarray) -> np.ndarray:
@@ -129,12 +122,14 @@ def csf_threshold(image: np.ndarray, labels: np.ndarray) -> float | None:
     return 0.5 * float(np.median(image[ventricles]) + np.median(image[cortex]))
 
 
-def nearest_label(labels: np.ndarray, where: np.ndarray, voxel_mm: Sequence[float]
-                  ) -> np.ndarray:
-    """Label of the nearest labelled (non-zero) voxel, for the voxels of ``where`` (0 elsewhere)."""
+def nearest_label(labels: np.ndarray, where: np.ndarray, voxel_mm: Sequence[float],
+                  among: Sequence[int] | None = None) -> np.ndarray:
+    """Label of the nearest voxel labelled with one of ``among`` (default: any non-zero label),
+    Euclidean distance in mm, for the voxels of ``where`` (0 elsewhere)."""
     from scipy import ndimage
 
-    _, index = ndimage.distance_transform_edt(labels == 0, sampling=voxel_mm,
+    candidates = labels != 0 if among is None else np.isin(labels, among)
+    _, index = ndimage.distance_transform_edt(~candidates, sampling=voxel_mm,
                                               return_indices=True)
     out = np.zeros(labels.shape, np.int32)
     out[where] = labels[tuple(i[where] for i in index)]
