@@ -37,8 +37,8 @@ instead of coming from the teacher (which under-segments the OASIS-TRT-20 T1s). 
 Mindboggle-derived maps inherit its licence (CC BY-NC-SA 3.0: non-commercial).
 
 The teacher weights (FreeSurfer's hypothalamus_seg_model.h5) are not shipped with hsynex: give
---weights, or keep them in SD/../teacher/ (or DIR/../teacher/); --transfer-from needs none. With --sd, --synthseg defaults
-to SD/../synthseg_label_maps when that folder exists.
+--weights, or keep them in SD/../teacher/ (or DIR/../teacher/); --transfer-from needs none.
+With --sd, --synthseg defaults to SD/../synthseg_label_maps when that folder exists.
 
 examples:
   KERAS_BACKEND=torch mri_hsynex build-labels --sd ../shared/data/subjects --o build/labels
