@@ -23,12 +23,27 @@ With --transfer, the SynthSeg maps also get subunits voted from the subjects' la
 maps that fail the checks are left out).
 Existing label maps are reused (checks, volumes and figures are redone) unless --force.
 
-The teacher weights (FreeSurfer's hypothalamus_seg_model.h5) are not shipped with hsynex: give
---weights, or keep them in SD/../teacher/. --synthseg defaults to SD/../synthseg_label_maps when
-that folder exists.
+With --mindboggle DIR instead of --sd, the subjects are Mindboggle-101 folders (e.g. OASIS-TRT-20)
+holding t1weighted_brain.nii.gz (skull-stripped T1) and labels.nii.gz (aseg ids, DKT cortical
+parcels, no cerebral white matter) on the same grid. Their labels are first made aseg-like:
+cortical parcels -> 3/42, 6/45 -> 8/47, vermis 630-632 -> 8/47 of the nearer side, and the
+unlabelled part of the brain mask (non-zero T1, holes filled) -> white matter 2/41 by the side of
+the nearest labelled left/right structure (CSF-dark voxels and voxels nearest the cerebellum /
+brain stem stay 0); ids above 830 are reported and treated as unlabelled. Subjects whose
+subunits fail the checks are reported and their label maps left out (QC figure and check rows
+are still written); OUTDIR/mindboggle_labels.tsv records the conversion. With --transfer-from
+ATLASDIR the subunits are voted from the label maps (with 801-810) in ATLASDIR, as for --transfer,
+instead of coming from the teacher (which under-segments the OASIS-TRT-20 T1s). Networks trained on
+Mindboggle-derived maps inherit its licence (CC BY-NC-SA 3.0: non-commercial).
 
-example:
+The teacher weights (FreeSurfer's hypothalamus_seg_model.h5) are not shipped with hsynex: give
+--weights, or keep them in SD/../teacher/ (or DIR/../teacher/); --transfer-from needs none.
+With --sd, --synthseg defaults to SD/../synthseg_label_maps when that folder exists.
+
+examples:
   KERAS_BACKEND=torch mri_hsynex build-labels --sd ../shared/data/subjects --o build/labels
+  KERAS_BACKEND=torch mri_hsynex build-labels --mindboggle ../shared/data/mindboggle_oasis20 \\
+      --transfer-from build/atlases --o build/labels_mindboggle --threads 1
 """
 
 TEACHER_WEIGHTS_NAME = "hypothalamus_seg_model.h5"
@@ -36,21 +51,27 @@ TEACHER_WEIGHTS_NAME = "hypothalamus_seg_model.h5"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.new_parser("mri_hsynex build-labels", DESCRIPTION)
-    parser.add_argument("--sd", required=True, metavar="SUBJECTS_DIR",
-                        help="FreeSurfer subjects folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sd", metavar="SUBJECTS_DIR", help="FreeSurfer subjects folder")
+    source.add_argument("--mindboggle", metavar="DIR",
+                        help="folder of Mindboggle-101 subjects (t1weighted_brain.nii.gz + "
+                             "labels.nii.gz each) instead of --sd")
     parser.add_argument("--s", nargs="+", default=None, metavar="SUBJECT",
-                        help="only these subjects (default: every usable subject of --sd)")
+                        help="only these subjects (default: every usable subject)")
     parser.add_argument("--o", required=True, metavar="OUTDIR", help="output folder")
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help=f"teacher weights ({TEACHER_WEIGHTS_NAME}); default: "
-                             f"SD/../teacher/{TEACHER_WEIGHTS_NAME} if present")
+                             f"../teacher/{TEACHER_WEIGHTS_NAME} beside the input folder")
     parser.add_argument("--synthseg", default=None, metavar="DIR",
-                        help="SynthSeg label maps to convert (default: SD/../synthseg_label_maps "
-                             "if present)")
+                        help="SynthSeg label maps to convert (default with --sd: "
+                             "SD/../synthseg_label_maps if present)")
     parser.add_argument("--no-synthseg", action="store_true", help="skip the SynthSeg maps")
     parser.add_argument("--transfer", action="store_true",
                         help="also give the SynthSeg maps subunits by multi-atlas registration "
                              "from the subjects (written to OUTDIR/transferred/)")
+    parser.add_argument("--transfer-from", default=None, metavar="ATLASDIR",
+                        help="with --mindboggle: subunits by multi-atlas transfer from the label "
+                             "maps with 801-810 in ATLASDIR instead of the teacher")
     parser.add_argument("--crop", type=int, default=None, metavar="N",
                         help="block (voxels at 1 mm) the teacher sees (default: 160)")
     parser.add_argument("--force", action="store_true", help="rebuild existing label maps")
@@ -63,24 +84,45 @@ def _default_near(sd: str, relative: str) -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
+def _atlases(args: argparse.Namespace) -> list:
+    """The label maps to transfer subunits from (``--transfer-from``), or []."""
+    if not args.transfer_from:
+        return []
+    from ..errors import HsynexError
+    from ..labelmaps.transfer import atlases_in
+
+    if not args.mindboggle:
+        raise HsynexError("--transfer-from works with --mindboggle only")
+    return atlases_in(args.transfer_from)
+
+
 def _work(args: argparse.Namespace) -> int:
     from ..backend import configure
     from ..errors import HsynexError
     from ..labelmaps.build import DEFAULT_CROP, LabelMapBuilder, convert_synthseg, find_subjects
     from ..labelmaps.checks import CHECK_COLUMNS
+    from ..labelmaps.mindboggle import MindboggleBuilder, find_mindboggle
 
-    subjects = find_subjects(args.sd, args.s)
-    weights = args.weights or _default_near(args.sd, f"teacher/{TEACHER_WEIGHTS_NAME}")
-    if weights is None:
+    source = args.sd or args.mindboggle
+    find, builder_class = (find_subjects, LabelMapBuilder) if args.sd else \
+        (find_mindboggle, MindboggleBuilder)
+    subjects = find(source, args.s)
+    atlases = _atlases(args)
+    weights = args.weights or _default_near(source, f"teacher/{TEACHER_WEIGHTS_NAME}")
+    if atlases:
+        weights = None
+    elif weights is None:
         raise HsynexError("the teacher needs its weights file: give --weights PATH "
                           f"({TEACHER_WEIGHTS_NAME}, not shipped with hsynex)")
-    if not os.path.isfile(weights):
+    if weights is not None and not os.path.isfile(weights):
         raise HsynexError("teacher weights file not found", weights)
     synthseg = None if args.no_synthseg else (
-        args.synthseg or _default_near(args.sd, "synthseg_label_maps"))
+        args.synthseg or (args.sd and _default_near(args.sd, "synthseg_label_maps")))
     configure(args.threads, args.cpu)
     out = Path(args.o)
-    builder = LabelMapBuilder(out, weights, crop=args.crop or DEFAULT_CROP, force=args.force)
+    extra = {"atlases": atlases} if atlases else {}
+    builder = builder_class(out, weights, crop=args.crop or DEFAULT_CROP, force=args.force,
+                            **extra)
     checks, failures = builder.subjects(subjects)
 
     print("\nchecks (" + str(out / "checks.tsv") + "):")
@@ -106,7 +148,8 @@ def _work(args: argparse.Namespace) -> int:
           f"checks:     {out / 'checks.tsv'}\nQC figures: {out / 'qc'}/")
     failed_checks = [c.subject for c in checks if not c.passed]
     if failed_checks:
-        print(f"checks failed for: {', '.join(failed_checks)}")
+        left_out = "" if builder.keep_failed else " (label maps left out)"
+        print(f"checks failed for: {', '.join(failed_checks)}{left_out}")
     for name, why in failures:
         print(f"ERROR: {name}: {why}")
     return 1 if failures or failed_checks else 0

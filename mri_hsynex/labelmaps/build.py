@@ -30,6 +30,7 @@ VOLUMES_TSV = "subunit_volumes.tsv"
 CHECKS_TSV = "checks.tsv"
 SYNTHSEG_TSV = "synthseg_maps.tsv"
 QC_DIR = "qc"
+FAILED_DIR = "failed"  # label maps left out of training (keep_failed=False), for inspection
 DEFAULT_CROP = 160  # voxels (1 mm): block the teacher sees, centred on the ventral DC / 3rd vent.
 LOCALISER_IDS = VENTRAL_DC_IDS + (THIRD_VENTRICLE,)
 
@@ -99,17 +100,25 @@ def write_tsv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
 
 
 class LabelMapBuilder:
-    """Builds the label maps of many subjects with one teacher (loaded on first use)."""
+    """Builds the label maps of many subjects with one teacher (loaded on first use).
+
+    ``keep_failed=False`` leaves the label map of a subject that fails the checks out of
+    ``out_dir`` (it goes to ``out_dir/failed/``, which training does not read); its QC figure,
+    checks and volumes are written as for the others.
+    Subclasses change how a subject's image and labels are read by overriding ``load_inputs``.
+    """
 
     def __init__(self, out_dir: str | os.PathLike, weights: str | os.PathLike | None, *,
-                 crop: int = DEFAULT_CROP, force: bool = False,
+                 crop: int = DEFAULT_CROP, force: bool = False, keep_failed: bool = True,
                  log: Callable[[str], None] = print):
         self.out_dir = Path(out_dir)
         self.weights = weights
         self.crop = crop
         self.force = force
+        self.keep_failed = keep_failed  # False: a map that fails the checks is not written
         self.log = log
         self._teacher = None
+        self.subunit_source = "teacher"  # for the QC figure's title
 
     @property
     def teacher(self):
@@ -121,47 +130,85 @@ class LabelMapBuilder:
             self._teacher = Teacher(self.weights)
         return self._teacher
 
-    def labels_path(self, name: str) -> Path:
-        return self.out_dir / f"{name}{LABELS_SUFFIX}"
+    def labels_path(self, name: str, failed: bool = False) -> Path:
+        folder = self.out_dir / FAILED_DIR if failed else self.out_dir
+        return folder / f"{name}{LABELS_SUFFIX}"
 
-    def subject(self, inputs: SubjectInputs) -> tuple[SubunitChecks, dict[str, float]]:
-        """Build (or, without ``force``, reuse) one subject's label map; QC figure and checks."""
-        from ..io import Volume, centroid_world, load_volume, resample_like, save_volume
-        from ..qc import save_overlay_png
+    def _reusable(self, name: str) -> Path | None:
+        """An existing label map of ``name`` (kept or left out) to reuse, unless ``force``."""
+        if self.force:
+            return None
+        return next((p for p in (self.labels_path(name), self.labels_path(name, True))
+                     if p.is_file()), None)
+
+    def _store(self, name: str, painted, passed: bool, reused: Path | None) -> None:
+        """Write the painted map where it belongs (``failed/`` if it fails and is left out)."""
+        from ..io import save_volume
+
+        out = self.labels_path(name, failed=not (passed or self.keep_failed))
+        if out != reused:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_volume(painted, out, kind="labels")
+        for other in (self.labels_path(name), self.labels_path(name, True)):
+            if other != out:
+                other.unlink(missing_ok=True)
+        self.log(f"{name}: -> {out}" if out.parent == self.out_dir else
+                 f"{name}: fails the checks: label map left out (-> {out})")
+
+    def load_inputs(self, inputs: SubjectInputs):
+        """(T1 image, aseg-like labels) of one subject as ``io.Volume``s on the same grid."""
+        from ..io import load_volume
 
         image = load_volume(inputs.image)
         aseg = load_volume(inputs.aseg, kind="labels")
         if image.shape != aseg.shape or not np.allclose(image.affine, aseg.affine, atol=1e-3):
-            raise HsynexError("T1 and aseg.mgz are not on the same voxel grid", inputs.aseg)
-        out = self.labels_path(inputs.name)
-        if out.is_file() and not self.force:
-            existing = load_volume(out, kind="labels")
+            raise HsynexError(f"{inputs.image.name} and {inputs.aseg.name} are not on the same "
+                              "voxel grid", inputs.aseg)
+        return image, aseg
+
+    def _teacher_subunits(self, inputs: SubjectInputs, image, aseg) -> np.ndarray:
+        """The teacher's subunits (0 / 801-810) on aseg's grid, in a block around the ventral
+        DC / 3rd ventricle."""
+        from ..io import centroid_world, resample_like
+
+        centre = centroid_world(aseg, LOCALISER_IDS)
+        if centre is None:
+            raise HsynexError("the labels have no ventral DC (28/60) or 3rd ventricle (14)",
+                              inputs.aseg)
+        start = time.perf_counter()
+        seg_vol, _ = self.teacher.predict(image, crop=self.crop, center_world=centre,
+                                          posteriors=False)
+        if seg_vol.shape != aseg.shape:  # not 1 mm input: bring the labels to aseg's grid
+            seg_vol = resample_like(seg_vol, aseg.shape, aseg.affine, order=0)
+        self.log(f"{inputs.name}: teacher on {inputs.image.name} ({self.crop}^3 block) in "
+                 f"{time.perf_counter() - start:.0f} s")
+        return seg_vol.data
+
+    def subject(self, inputs: SubjectInputs) -> tuple[SubunitChecks, dict[str, float]]:
+        """Build (or, without ``force``, reuse) one subject's label map; QC figure and checks."""
+        from ..io import Volume, load_volume
+        from ..qc import save_overlay_png
+
+        image, aseg = self.load_inputs(inputs)
+        reused = self._reusable(inputs.name)
+        if reused is not None:
+            existing = load_volume(reused, kind="labels")
             if existing.shape != aseg.shape:
                 raise HsynexError("existing label map does not fit the subject (use --force)",
-                                  out)
+                                  reused)
             seg = np.where(np.isin(existing.data, SUBUNIT_IDS), existing.data, 0)
-            self.log(f"{inputs.name}: reusing {out}")
+            self.log(f"{inputs.name}: reusing {reused}")
         else:
-            centre = centroid_world(aseg, LOCALISER_IDS)
-            if centre is None:
-                raise HsynexError("aseg.mgz has no ventral DC (28/60) or 3rd ventricle (14)",
-                                  inputs.aseg)
-            start = time.perf_counter()
-            seg_vol, _ = self.teacher.predict(image, crop=self.crop, center_world=centre,
-                                              posteriors=False)
-            seconds = time.perf_counter() - start
-            if seg_vol.shape != aseg.shape:  # not 1 mm input: bring the labels to aseg's grid
-                seg_vol = resample_like(seg_vol, aseg.shape, aseg.affine, order=0)
-            seg = seg_vol.data
-            save_volume(Volume(paint_subunits(aseg.data, seg), aseg.affine), out, kind="labels")
-            self.log(f"{inputs.name}: teacher on {inputs.image.name} "
-                     f"({self.crop}^3 block) in {seconds:.0f} s -> {out}")
+            seg = self._teacher_subunits(inputs, image, aseg)
         checks = check_subunits(inputs.name, seg, aseg.data, aseg.affine)
+        self._store(inputs.name, Volume(paint_subunits(aseg.data, seg), aseg.affine),
+                    checks.passed, reused)
         voxel_mm3 = float(abs(np.linalg.det(aseg.affine[:3, :3])))
         (self.out_dir / QC_DIR).mkdir(exist_ok=True)
         save_overlay_png(self.out_dir / QC_DIR / f"{inputs.name}.png", image,
                          Volume(seg, aseg.affine),
-                         title=f"{inputs.name}: teacher subunits on {inputs.image.name}")
+                         title=f"{inputs.name}: {self.subunit_source} subunits on "
+                               f"{inputs.image.name}")
         return checks, subunit_volumes(seg, voxel_mm3)
 
     def subjects(self, subjects: Sequence[SubjectInputs]

@@ -147,3 +147,23 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice overlap of two boolean masks (1.0 when both are empty)."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def atlases_in(folder) -> list[Atlas]:
+    """Every label map (``.nii``, ``.nii.gz``, ``.mgz``) of ``folder`` that has subunit labels."""
+    from pathlib import Path
+
+    from ..errors import HsynexError
+    from ..io import load_volume, suffix
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise HsynexError("folder of label maps to transfer subunits from not found", root)
+    found = []
+    for path in sorted(p for p in root.iterdir() if p.is_file() and suffix(p)):
+        vol = load_volume(path, kind="labels")
+        if np.isin(vol.data, SUBUNIT_IDS).any():
+            found.append(Atlas(vol.data, vol.affine, path.name[: -len(suffix(path))]))
+    if not found:
+        raise HsynexError("no label map with subunits (801-810) in", root)
+    return found
