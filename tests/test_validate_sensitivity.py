@@ -235,3 +235,22 @@ def test_report_sensitivity_only_with_stand_in_engines(tmp_path):
     text = path.read_text()
     assert "## 6. Paired sensitivity" in text and "## 7. Why the volume" in text
     assert "| teacher | 1 mm | 0.00 | 0.00 | 0.00 |" in text
+
+
+def test_between_subject_fit_skips_implausible_teacher_volumes():
+    from mri_hsynex.validate import volume_report
+
+    def real(subject, variant, whole):
+        return {"kind": "real", "subject": subject, "variant": variant,
+                "volumes": {"813": whole, "811": whole / 2, "812": whole / 2}}
+
+    records = []
+    for k, (teacher, hsynex) in enumerate([(700, 720), (800, 790), (900, 910), (1000, 980),
+                                           (150, 900)]):  # the last: the teacher failed
+        records += [real(f"s{k}", "teacher", teacher), real(f"s{k}", "hsynex", hsynex)]
+    r, slope, n = volume_report.real_fit(records, "hsynex", 813)
+    assert n == 4 and r > 0.95 and slope == pytest.approx(0.87, abs=0.05)
+    r_all, _, n_all = volume_report.real_fit(records, "hsynex", 813, plausible_only=False)
+    assert n_all == 5 and r_all < 0.5
+    text = volume_report.between_subject_section(records)
+    assert "implausible on 1 of 5" in text and "| s4 |" in text

@@ -311,7 +311,8 @@ def _closing13(records: list[dict], targets13: list[tables.Target]) -> str:
                              + ".")
     r, _, n = volume_report.real_fit(records, "hsynex", 813)
     if n:
-        lines.append(f"Real T1, whole volume vs the teacher's across {n} subjects: r {fmt(r, 2)}.")
+        lines.append(f"Real T1, whole volume vs the teacher's across {n} subjects with a "
+                     f"plausible teacher volume: r {fmt(r, 2)}.")
     return "\n".join(lines)
 
 
