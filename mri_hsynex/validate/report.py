@@ -250,7 +250,7 @@ def _write_records(path: Path, records: list[dict]) -> None:
 def render(records: list[dict], opts: Options, run: dict) -> str:
     """The whole report as markdown."""
     groups = tables.group_results(records)
-    targets = tables.target_rows(records, groups)
+    targets = tables.target_rows(volume_report.without_failed_reference(records), groups)
     targets13 = volume_report.target_rows(records, groups, run.get("blank_noise"))
     parts = [
         _header(opts, run),
@@ -267,7 +267,8 @@ def render(records: list[dict], opts: Options, run: dict) -> str:
         volume_report.between_subject_section(records, _real_note(opts)),
         volume_report.blank_noise_section(run.get("blank_noise")),
         _method_section(run),
-        _limits_section(records, targets, groups, opts, run.get("blank")),
+        _limits_section(volume_report.without_failed_reference(records), targets, groups,
+                        opts, run.get("blank")),
         _closing(records, targets, groups, run) + "\n" + _closing13(records, targets13),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -470,7 +471,8 @@ def _real_section(records: list[dict]) -> str:
         "## 2. Real held-out T1",
         "hsynex with the subject's aseg (`hsynex+aseg`, the recon-all module) and with its own "
         "localiser (`hsynex`), scored against the teacher's labels on the same scan (the teacher "
-        "is the reference here, not ground truth).",
+        "is the reference here, not ground truth). Scans where the teacher's own whole volume "
+        "is implausible (section 8) are listed but left out of the targets.",
         md_table(headers, rows),
         "Volumes (mm³):",
         md_table(["subject", "run"] + [SHORT_NAMES[i] for i in (*SUBUNIT_IDS, 813)], vol_rows),

@@ -372,6 +372,14 @@ def real_fit(records: list[dict], variant: str, label: int,
     return sens.fit_line(teacher, mine)
 
 
+def without_failed_reference(records: list[dict]) -> list[dict]:
+    """The records less the real-T1 ones of subjects whose teacher volume is implausible (the
+    reference failed there: Dice against it measures nothing)."""
+    bad = {r["subject"] for r in records if r["kind"] == "real" and r["variant"] == "teacher"
+           and not teacher_plausible(r["volumes"]["813"])}
+    return [r for r in records if not (r["kind"] == "real" and r["subject"] in bad)]
+
+
 def between_subject_section(records: list[dict], real_note: str = "") -> str:
     real = [r for r in records if r["kind"] == "real"]
     if not real:
@@ -417,9 +425,10 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
         parts.append(f"The teacher's whole volume is implausible on {len(implausible)} of "
                      f"{len(names)} scans ({min(implausible):.0f}–{max(implausible):.0f} mm³): "
                      "there it is no reference, and the r over all subjects measures the "
-                     "teacher's failure as much as hsynex. (The Mindboggle T1s are skull-stripped "
-                     "and not intensity-normalised by FreeSurfer, unlike the T1.mgz the teacher "
-                     "was made for.)")
+                     "teacher's failure as much as hsynex."
+                     + (" (The Mindboggle T1s are skull-stripped and not intensity-normalised by "
+                        "FreeSurfer, unlike the T1.mgz the teacher was made for.)"
+                        if any(n.startswith("oasis") for n in names) else ""))
     return "\n\n".join(p for p in parts if p)
 
 
