@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more real T1 scans for sections 2 and 8 (subject names in the "
                              "subjects folder or ../shared/data/mindboggle_oasis20): scans of "
                              "subjects the networks were not trained on")
+    parser.add_argument("--real-reference", nargs="+", default=(), metavar="DIR",
+                        help="folders of label maps with subunits (<subject>_labels.nii.gz) of "
+                             "the real subjects: a second reference for section 8 beside the "
+                             "teacher (the --labels folder is always searched)")
     parser.add_argument("--cache", default="build/validate", metavar="DIR",
                         help="cache of segmented cases (default: build/validate)")
     parser.add_argument("--bench", default="bench_out", metavar="DIR",
@@ -83,6 +87,7 @@ def _work(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache), bench_dir=Path(args.bench),
         use_teacher=not args.no_teacher, sensitivity_only=args.sensitivity_only,
         real_extra=tuple(args.real_extra),
+        real_reference_dirs=tuple(Path(d) for d in args.real_reference),
     )
     path = run_validation(opts)
     print(f"wrote {path}")

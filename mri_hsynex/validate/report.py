@@ -54,6 +54,9 @@ class Options:
     # Mindboggle folder): scans the networks were not trained on although not in `holdout`
     real_extra: tuple[str, ...] = ()
     mindboggle_dir: Path | None = None
+    # label maps with subunits of real subjects (``<name>_labels.nii.gz``), a second reference
+    # for their volumes beside the teacher (section 8); the label folder is always searched
+    real_reference_dirs: tuple[Path, ...] = ()
     sensitivity_only: bool = False  # run the paired sensitivity study alone (sensitivity.md)
 
 
@@ -196,10 +199,33 @@ def _issue8_records(opts: Options, runner: study.Runner, maps: list, design: stu
     for name, image, aseg in real_subjects(opts, holdout):
         reference = next((m for m in maps if name in m.name), None)
         records += study.run_real(runner, name, image, aseg, reference, design.real_teacher)
+        records += _label_map_reference(opts, name, maps)
     for lmap in maps[:1]:  # one held-out map carries the group study
         for cohort in design.cohorts:
             records += study.run_cohort(runner, lmap, cohort)
     return records
+
+
+def _label_map_reference(opts: Options, name: str, maps: list) -> list[dict]:
+    """A ``real`` record (variant ``label map``) with the subunit volumes of the subject's own
+    label map, when one is found (held-out maps, the label folder, ``real_reference_dirs``)."""
+    from .anatomy import label_volumes
+
+    folders = [Path(opts.labels_dir), Path(opts.cache_dir) / "labels",
+               *map(Path, opts.real_reference_dirs)]
+    paths = [m.path for m in maps if m.name == name] + [
+        folder / f"{name}_labels.nii.gz" for folder in folders]
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        return []
+    import nibabel as nib
+
+    image = nib.load(path)
+    labels = np.rint(np.asarray(image.dataobj)).astype(np.int32)
+    volumes = label_volumes(labels, float(abs(np.linalg.det(image.affine[:3, :3]))))
+    return [{"kind": "real", "subject": name, "engine": "label map", "variant": "label map",
+             "path": str(path), "volumes": {str(k): v for k, v in volumes.items()},
+             "seconds": float("nan"), "failed": None}]
 
 
 def real_subjects(opts: Options, holdout: tuple[str, ...]) -> list[tuple[str, Path, Path | None]]:
@@ -597,8 +623,8 @@ def _cell(value: object) -> str:
 
 def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
     rows = []
-    for engine in dict.fromkeys(r["engine"] for r in records):
-        for kind in ("grid", "real", "group"):
+    for engine in dict.fromkeys(r["engine"] for r in records if r["engine"] != "label map"):
+        for kind in ("grid", "real", "group", "sensitivity"):
             sel = [r for r in records if r["engine"] == engine and r["kind"] == kind]
             secs = [r["seconds"] for r in sel if np.isfinite(r["seconds"])]
             failed = sum(1 for r in sel if r.get("failed"))
@@ -612,7 +638,9 @@ def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
              "reading the image and post-processing; the machine may have been shared):",
              md_table(["engine", "images", "n", "refused", "mean s", "max s"], rows),
              f"Largest resident memory of this run after a segmentation (both engines loaded, "
-             f"the held-out map in memory): {run.get('rss_mb', 0):.0f} MB."]
+             f"the held-out map in memory): {run.get('rss_mb', 0):.0f} MB."
+             if run.get("rss_mb") else "Resident memory: not measured (every case came from "
+             "the cache; a run from an empty cache records it)."]
     if bench:
         parts += ["From `make bench` (`bench_out/*.json`; the training-data generator's "
                   "throughput is in `docs/benchmarks.md`):"] + bench

@@ -8,6 +8,8 @@ Everything here is computed from case records (:mod:`~mri_hsynex.validate.sensit
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from . import sensitivity as sens
@@ -74,8 +76,11 @@ def target_rows(records: list[dict], groups: list[GroupResult],
     target = _at_least(f"real held-out T1: r of whole volume with the teacher's (n = {n_pairs} "
                        "with a plausible teacher volume)", r_whole if n_pairs >= 3 else None,
                        0.8)
+    r_map, _, n_map = real_fit(records, "hsynex", 813, reference="label map")
     target.note = (target.note + "; " if target.note else "") \
-        + f"over all {n_all} scans r = {fmt(r_all, 2)}"
+        + f"over all {n_all} scans r = {fmt(r_all, 2)}" \
+        + (f"; against the subjects' label maps r = {fmt(r_map, 2)} (n = {n_map})"
+           if n_map else "")
     rows.append(target)
     rows.append(_synthetic_dice_target(records))
     rows.append(Target("`make demo`: ten subunits, no QC flag, whole within 20 % of the teacher",
@@ -345,14 +350,15 @@ def _diagnosis_sentences(summary: dict[str, float]) -> str:
 
 
 # --- real T1 ------------------------------------------------------------------------------------
-def real_pairs(records: list[dict], variant: str, label: int, plausible_only: bool = False
-               ) -> tuple[list[str], list, list]:
-    """Subjects with both the teacher's and ``variant``'s volume of ``label``: names, teacher
-    volumes, hsynex volumes (``plausible_only``: only where the teacher's whole volume is
-    plausible, ``PLAUSIBLE_MM3``)."""
+def real_pairs(records: list[dict], variant: str, label: int, plausible_only: bool = False,
+               reference: str = "teacher") -> tuple[list[str], list, list]:
+    """Subjects with both the reference's (the teacher's, or ``label map``: the subject's own
+    label map) and ``variant``'s volume of ``label``: names, reference volumes, hsynex volumes
+    (``plausible_only``: only where the reference's whole volume is plausible,
+    ``PLAUSIBLE_MM3``)."""
     real = [r for r in records if r["kind"] == "real"]
-    teacher = {r["subject"]: r["volumes"][str(label)] for r in real if r["variant"] == "teacher"}
-    whole = {r["subject"]: r["volumes"]["813"] for r in real if r["variant"] == "teacher"}
+    teacher = {r["subject"]: r["volumes"][str(label)] for r in real if r["variant"] == reference}
+    whole = {r["subject"]: r["volumes"]["813"] for r in real if r["variant"] == reference}
     mine = {r["subject"]: r["volumes"][str(label)] for r in real if r["variant"] == variant}
     names = [s for s in teacher if s in mine
              and (not plausible_only or teacher_plausible(whole[s]))]
@@ -364,11 +370,11 @@ def teacher_plausible(volume_mm3: float | None) -> bool:
     return volume_mm3 is not None and PLAUSIBLE_MM3[0] <= volume_mm3 <= PLAUSIBLE_MM3[1]
 
 
-def real_fit(records: list[dict], variant: str, label: int,
-             plausible_only: bool = True) -> tuple[float, float, int]:
-    """r and slope of hsynex's volume on the teacher's across real subjects (by default only
-    those where the teacher's own volume is plausible: a failed reference says nothing)."""
-    _, teacher, mine = real_pairs(records, variant, label, plausible_only)
+def real_fit(records: list[dict], variant: str, label: int, plausible_only: bool = True,
+             reference: str = "teacher") -> tuple[float, float, int]:
+    """r and slope of hsynex's volume on the reference's across real subjects (by default only
+    those where the reference's own volume is plausible: a failed reference says nothing)."""
+    _, teacher, mine = real_pairs(records, variant, label, plausible_only, reference)
     return sens.fit_line(teacher, mine)
 
 
@@ -385,7 +391,8 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
     if not real:
         return ""
     names = list(dict.fromkeys(r["subject"] for r in real))
-    variants = [v for v in ("teacher", *REAL_ENGINES) if any(r["variant"] == v for r in real)]
+    variants = [v for v in ("teacher", "label map", *REAL_ENGINES)
+                if any(r["variant"] == v for r in real)]
     headers = ["subject"] + [f"{v} {SHORT_NAMES[lab]}" for v in variants
                              for lab in (813, 811, 812)] + ["teacher plausible"]
     rows = []
@@ -402,24 +409,32 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
             implausible.append(teacher["volumes"]["813"])
         rows.append(row + ["yes" if ok else "no" if teacher else "–"])
     fits = []
-    for v in REAL_ENGINES:
-        for lab in (813, 811, 812):
-            for plausible in (True, False):
-                r, slope, n = real_fit(records, v, lab, plausible)
-                if n:
-                    fits.append([v, SHORT_NAMES[lab], "plausible" if plausible else "all", n,
-                                 fmt(r, 2), fmt(slope, 2)])
+    for reference in ("teacher", "label map"):
+        for v in REAL_ENGINES:
+            for lab in (813, 811, 812):
+                for plausible in (True, False):
+                    r, slope, n = real_fit(records, v, lab, plausible, reference)
+                    if n:
+                        fits.append([reference, v, SHORT_NAMES[lab],
+                                     "plausible" if plausible else "all", n, fmt(r, 2),
+                                     fmt(slope, 2)])
     parts = [
         "## 8. Between subjects: hsynex's volumes against the teacher's on real T1",
         "Every real T1 the networks were not trained on (section 2's scans"
         + (f"; {real_note}" if real_note else "") + "), segmented by the teacher (the "
         "reference: its label counts) and by hsynex without and with the scan's aseg (soft "
-        "volumes, mm³). r and slope: hsynex's volume regressed on the teacher's across the "
-        f"subjects (NaN with fewer than 3), over the subjects where the teacher's whole volume "
-        f"is plausible ({PLAUSIBLE_MM3[0]:.0f}–{PLAUSIBLE_MM3[1]:.0f} mm³, the range "
-        "`build-labels` accepts) and over all.",
+        "volumes, mm³); 'label map': the subunit volumes of the subject's own label map where "
+        "one was found (" + (", ".join(sorted({"`" + str(Path(r["path"]).parent) + "`"
+                                                for r in real if r.get("path")})) or "none")
+        + "), a second reference and an estimate too (a map's subunits are the teacher's on "
+        "the subject's T1, or transferred from other maps by registration and voting). r and "
+        "slope: hsynex's volume regressed on the reference's "
+        f"across the subjects (NaN with fewer than 3), over the subjects where the reference's "
+        f"whole volume is plausible ({PLAUSIBLE_MM3[0]:.0f}–{PLAUSIBLE_MM3[1]:.0f} mm³, the "
+        "range `build-labels` accepts) and over all.",
         md_table(headers, rows),
-        md_table(["hsynex run", "volume", "subjects", "n", "r", "slope"], fits) if fits else "",
+        md_table(["reference", "hsynex run", "volume", "subjects", "n", "r", "slope"], fits)
+        if fits else "",
     ]
     if implausible:
         parts.append(f"The teacher's whole volume is implausible on {len(implausible)} of "
@@ -460,8 +475,6 @@ def blank_and_noise(probe, work_dir, shape: tuple[int, int, int] = (192, 192, 19
                     seed: int = 0) -> dict:
     """Run the probe on a blank and a noise image (whole tool) and on a constant and a noise
     crop (networks only); returns the whole-volume read-outs (mm³; pipeline None = refused)."""
-    from pathlib import Path
-
     from ..errors import HsynexError
     from .study import write_image
 
