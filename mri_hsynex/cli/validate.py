@@ -14,12 +14,17 @@ DIR/figures/: (1) Dice on synthetic images of the held-out label map in six cont
 1/3/5/7 mm slices, against the T1-only teacher; (2) Dice against the teacher on real held-out
 T1 scans; (3) consistency of the volumes across contrasts and resolutions; (4) a simulated group
 study (hypothalamic atrophy of 5/10/15 %, AUROC and rank-sum p); (5) runtime and memory from
-`make bench` (bench_out/*.json). Segmentations are cached in --cache, so an interrupted run
+`make bench` (bench_out/*.json); (6) a paired sensitivity study (the held-out map and the same
+map shrunk by 10/20 % next to the 3rd ventricle or into the ventral DC, identical contrast and
+noise: measured / true change of the volume), (7) the same with each post-processing step off
+and stage 1's own volume, (8) hsynex's volumes against the teacher's across real T1 scans,
+(9) blank and noise inputs. Segmentations are cached in --cache, so an interrupted run
 resumes. The full run takes under an hour on 2 CPU cores; --quick checks the machinery.
 
 example:
   KERAS_BACKEND=torch mri_hsynex validate --o docs
   KERAS_BACKEND=torch mri_hsynex validate --quick --o validate_out --model runs/models
+  KERAS_BACKEND=torch mri_hsynex validate --sensitivity-only --o ckpt_out --model runs/models
 """
 
 
@@ -45,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subjects-dir", default=None, metavar="DIR",
                         help="SUBJECTS_DIR holding the real held-out subjects (default: "
                              "../shared/data/subjects if present)")
+    parser.add_argument("--sensitivity-only", action="store_true",
+                        help="run only the paired sensitivity study, its post-processing "
+                             "read-outs and the blank/noise check; write DIR/sensitivity.md "
+                             "(a few minutes: for comparing checkpoints)")
+    parser.add_argument("--real-extra", nargs="+", default=(), metavar="NAME",
+                        help="more real T1 scans for sections 2 and 8 (subject names in the "
+                             "subjects folder or ../shared/data/mindboggle_oasis20): scans of "
+                             "subjects the networks were not trained on")
+    parser.add_argument("--real-reference", nargs="+", default=(), metavar="DIR",
+                        help="folders of label maps with subunits (<subject>_labels.nii.gz) of "
+                             "the real subjects: a second reference for section 8 beside the "
+                             "teacher (the --labels folder is always searched)")
     parser.add_argument("--cache", default="build/validate", metavar="DIR",
                         help="cache of segmented cases (default: build/validate)")
     parser.add_argument("--bench", default="bench_out", metavar="DIR",
@@ -68,7 +85,9 @@ def _work(args: argparse.Namespace) -> int:
         subjects_dir=Path(args.subjects_dir) if args.subjects_dir else None,
         holdout=tuple(args.holdout or ()), threads=args.threads, seed=args.seed,
         cache_dir=Path(args.cache), bench_dir=Path(args.bench),
-        use_teacher=not args.no_teacher,
+        use_teacher=not args.no_teacher, sensitivity_only=args.sensitivity_only,
+        real_extra=tuple(args.real_extra),
+        real_reference_dirs=tuple(Path(d) for d in args.real_reference),
     )
     path = run_validation(opts)
     print(f"wrote {path}")

@@ -1,9 +1,12 @@
-"""Simulated anatomy for the group study: hypothalamic atrophy and small random deformations.
+"""Simulated anatomy for the group study and the paired sensitivity study: hypothalamic atrophy
+(two kinds), small random deformations, and a finer redrawing of the hypothalamus' surroundings.
 
 Label maps are integer arrays with FreeSurfer ids on a grid with a RAS affine; volumes in mm^3.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -26,19 +29,31 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 
+SHRINK_KINDS = ("vdc", "ventricle")  # what the lost tissue becomes: ventral DC, 3rd ventricle
+
+
 def shrink_hypothalamus(labels: np.ndarray, fraction: float,
                         voxel_mm: tuple[float, float, float] | np.ndarray = (1.0, 1.0, 1.0),
-                        ) -> np.ndarray:
+                        kind: str = "vdc") -> np.ndarray:
     """Simulated atrophy: remove ``fraction`` of each side's hypothalamus (801-805, 806-810).
 
-    The voxels removed first are those nearest the hypothalamus' outer surface, where "outer"
-    ignores the border with the third ventricle (distance map of hypothalamus + 3rd ventricle),
-    so the structure erodes toward the ventricle; ties go to the voxels farthest from the
-    ventricle. Removed voxels become the ventral DC of their side (28 / 60). Exactly
-    ``round(fraction * n)`` voxels of each side are relabelled.
+    ``kind`` "vdc": the voxels removed first are those nearest the hypothalamus' outer surface,
+    where "outer" ignores the border with the third ventricle (distance map of hypothalamus +
+    3rd ventricle), so the structure erodes toward the ventricle; ties go to the voxels farthest
+    from the ventricle. Removed voxels become the ventral DC of their side (28 / 60).
+
+    ``kind`` "ventricle": the voxels nearest the 3rd ventricle (14) go first (ties: the deepest
+    inside the hypothalamus' outer surface first), and they become 3rd ventricle: the
+    ventricle widens into the hypothalamus, as in neurodegeneration, and the outer border
+    with the ventral DC stays where it is. HsynexError when the map has no 3rd ventricle.
+
+    Exactly ``round(fraction * n)`` voxels of each side are relabelled (``voxel_mm``: the grid's
+    voxel sizes, so that distances are in mm on any grid, e.g. a finer one).
     """
     if not 0.0 <= fraction < 1.0:
         raise HsynexError(f"atrophy fraction must be in [0, 1), got {fraction}")
+    if kind not in SHRINK_KINDS:
+        raise HsynexError(f"unknown shrinkage kind {kind!r} (known: {', '.join(SHRINK_KINDS)})")
     labels = np.asarray(labels)
     out = labels.copy()
     hyp = np.isin(labels, SUBUNIT_IDS)
@@ -46,13 +61,16 @@ def shrink_hypothalamus(labels: np.ndarray, fraction: float,
         return out
     box = _bbox(hyp, 4)
     sub = labels[box]
-    keep_inside = np.isin(sub, SUBUNIT_IDS + (THIRD_VENTRICLE,))
-    depth = ndimage.distance_transform_edt(keep_inside, sampling=voxel_mm)
     ventricle = sub == THIRD_VENTRICLE
+    if kind == "ventricle" and not ventricle.any():
+        raise HsynexError("cannot widen the 3rd ventricle: the label map has none (label 14) "
+                          "next to the hypothalamus")
+    depth = ndimage.distance_transform_edt(np.isin(sub, SUBUNIT_IDS + (THIRD_VENTRICLE,)),
+                                           sampling=voxel_mm).ravel()
     if ventricle.any():
-        from_ventricle = ndimage.distance_transform_edt(~ventricle, sampling=voxel_mm)
+        from_ventricle = ndimage.distance_transform_edt(~ventricle, sampling=voxel_mm).ravel()
     else:
-        from_ventricle = np.zeros(sub.shape)
+        from_ventricle = np.zeros(sub.size)
     sub_out = np.array(out[box])  # contiguous copy: its reshape(-1) is a view
     flat_out = sub_out.reshape(-1)
     for ids, vdc in ((LEFT_SUBUNIT_IDS, LEFT_VENTRAL_DC), (RIGHT_SUBUNIT_IDS, RIGHT_VENTRAL_DC)):
@@ -60,11 +78,87 @@ def shrink_hypothalamus(labels: np.ndarray, fraction: float,
         n_remove = int(round(fraction * side.size))
         if n_remove == 0:
             continue
-        # lexsort: last key is primary -> shallowest first, then farthest from the ventricle
-        order = np.lexsort((-from_ventricle.ravel()[side], depth.ravel()[side]))
-        flat_out[side[order[:n_remove]]] = vdc
+        # lexsort: the last key is primary
+        if kind == "vdc":  # shallowest first, then farthest from the ventricle
+            order = np.lexsort((-from_ventricle[side], depth[side]))
+            flat_out[side[order[:n_remove]]] = vdc
+        else:  # nearest the ventricle first, then deepest
+            order = np.lexsort((-depth[side], from_ventricle[side]))
+            flat_out[side[order[:n_remove]]] = THIRD_VENTRICLE
     out[box] = sub_out
     return out
+
+
+@dataclass
+class FinePatch:
+    """A box of a label map redrawn on a grid ``factor`` times finer (for partial voluming and
+    sub-voxel shrinkage): ``labels`` (fine) cover the coarse voxels ``box`` exactly, each
+    coarse voxel being ``factor``^3 fine ones."""
+
+    labels: np.ndarray
+    box: tuple[slice, ...]
+    factor: int
+    coarse_voxel_mm: np.ndarray
+
+    @property
+    def voxel_mm(self) -> np.ndarray:
+        return np.asarray(self.coarse_voxel_mm, float) / self.factor
+
+    @property
+    def voxel_mm3(self) -> float:
+        return float(np.prod(self.voxel_mm))
+
+    def with_labels(self, labels: np.ndarray) -> FinePatch:
+        return FinePatch(labels, self.box, self.factor, self.coarse_voxel_mm)
+
+    def volumes(self) -> dict[int, float]:
+        """Subunit and grouping volumes (mm^3) of the fine labels (``label_volumes``)."""
+        return label_volumes(self.labels, self.voxel_mm3)
+
+    def pooled(self, values: np.ndarray) -> np.ndarray:
+        """Average ``values`` (fine grid) over each coarse voxel (true partial voluming)."""
+        f = self.factor
+        n = [s // f for s in values.shape]
+        return values.reshape(n[0], f, n[1], f, n[2], f).mean(axis=(1, 3, 5))
+
+
+def fine_patch(labels: np.ndarray, affine: np.ndarray, factor: int = 3,
+               margin_mm: float = 8.0) -> FinePatch:
+    """The hypothalamus and ``margin_mm`` around it, redrawn ``factor`` times finer.
+
+    Each label's indicator is interpolated (trilinear) at the fine voxel centres and every fine
+    voxel takes the label with the largest value (nearest neighbour on ties): boundaries become
+    smooth surfaces half-way between coarse voxel centres instead of voxel staircases, so that
+    shrinkage by a fraction of a voxel and its partial volume are both representable. Volumes
+    change little (each label keeps about its coarse volume).
+    """
+    labels = np.asarray(labels)
+    hyp = np.isin(labels, SUBUNIT_IDS)
+    if not hyp.any():
+        raise HsynexError("label map has no hypothalamic subunits (801-810)")
+    voxel_mm = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    margin = np.ceil(margin_mm / voxel_mm).astype(int)
+    idx = np.argwhere(hyp)
+    lo = np.maximum(idx.min(axis=0) - margin, 1)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, np.array(labels.shape) - 1)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    ext = tuple(slice(s.start - 1, s.stop + 1) for s in box)  # one voxel more to interpolate
+    sub = labels[ext]
+    # fine voxel centres in the coordinates of `sub`: coarse i + (k - (f - 1) / 2) / f, + 1
+    axes = [1 + np.repeat(np.arange(s.stop - s.start), factor)
+            + np.tile((np.arange(factor) - (factor - 1) / 2) / factor, s.stop - s.start)
+            for s in box]
+    coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+    nearest = ndimage.map_coordinates(sub, coords, order=0, mode="nearest")
+    best = np.full(nearest.shape, 0.5, np.float32)  # above 0.5: a label wins outright
+    out = nearest.astype(np.int32)
+    for label in np.unique(sub):
+        value = ndimage.map_coordinates((sub == label).astype(np.float32), coords, order=1,
+                                        mode="nearest")
+        better = value > best
+        out[better] = label
+        best[better] = value[better]
+    return FinePatch(out, box, factor, voxel_mm)
 
 
 def random_deformation(labels: np.ndarray, rng: np.random.Generator, scale_sd: float = 0.02,

@@ -244,8 +244,14 @@ def acquire_thick_slices(image: np.ndarray, affine: np.ndarray, thickness_mm: fl
 
 
 def synthesize(labels: np.ndarray, affine: np.ndarray, acquisition: Acquisition,
-               seed: int) -> tuple[np.ndarray, np.ndarray]:
+               seed: int, fine=None) -> tuple[np.ndarray, np.ndarray]:
     """A whole-head test image of ``labels`` (integer map, RAS affine) as ``acquisition`` says.
+
+    ``fine`` (an :class:`~mri_hsynex.validate.anatomy.FinePatch` of this map): inside its box
+    the intensities are drawn on the finer grid and averaged over each voxel (true partial
+    voluming of the boundaries, and shrinkage by less than a voxel). Everything random (label
+    jitter, bias, noise) depends only on ``seed`` and the coarse map's shape and largest label,
+    so two maps that differ only in their fine patches get identical contrast, bias and noise.
 
     Returns ``(image float32 0..255, affine)`` at the acquired resolution. Deterministic for a
     given ``seed``.
@@ -261,6 +267,8 @@ def synthesize(labels: np.ndarray, affine: np.ndarray, acquisition: Acquisition,
     means, tissue_means = label_means(int(max(labels.max(initial=0), *SHELL_LABELS.values())),
                                       acq.contrast, rng, acq.label_jitter)
     image = means[labels]
+    if fine is not None:
+        image[fine.box] = fine.pooled(means[fine.labels])
     image = ndimage.gaussian_filter(image, 0.5 / voxel_sizes(affine), truncate=2.0)
     image *= bias_field(image.shape, rng, acq.bias)
     image, new_affine = acquire_thick_slices(image, affine, acq.thickness_mm, acq.orientation)

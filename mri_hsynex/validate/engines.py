@@ -30,6 +30,8 @@ class Segmentation:
     volumes: dict[int, float]
     seconds: float
     failed: str | None = None  # the error message when the engine refused the image
+    # volumes of other read-outs of the same run (validate.probe: post-processing steps off)
+    variants: dict[str, dict[int, float]] | None = None
 
 
 def failed_segmentation(message: str) -> Segmentation:

@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ..errors import HsynexError
 from ..labels import SUBUNIT_IDS
-from . import figures, study, tables
+from . import figures, sensitivity, study, tables, volume_report
 from .contrasts import CONTRASTS, SHELLS_MM, Acquisition
 from .metrics import coefficient_of_variation
 from .tables import SHORT_NAMES, fmt, fmt_p, md_table, mean_subunit_dice, nanmean
@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEFAULT_TEACHER = SHARED_DATA / "teacher" / "hypothalamus_seg_model.h5"
 DEFAULT_SUBJECTS = SHARED_DATA / "subjects"
+DEFAULT_MINDBOGGLE = SHARED_DATA / "mindboggle_oasis20"
 
 
 @dataclass
@@ -49,6 +50,14 @@ class Options:
     bench_dir: Path = Path("bench_out")
     use_teacher: bool = True
     notes: list[str] = field(default_factory=list)
+    # real T1 scans to add to the held-out ones (name substrings, in the subjects folder and the
+    # Mindboggle folder): scans the networks were not trained on although not in `holdout`
+    real_extra: tuple[str, ...] = ()
+    mindboggle_dir: Path | None = None
+    # label maps with subunits of real subjects (``<name>_labels.nii.gz``), a second reference
+    # for their volumes beside the teacher (section 8); the label folder is always searched
+    real_reference_dirs: tuple[Path, ...] = ()
+    sensitivity_only: bool = False  # run the paired sensitivity study alone (sensitivity.md)
 
 
 def default_holdout() -> tuple[str, ...]:
@@ -118,7 +127,8 @@ def _engines(opts: Options) -> tuple[dict, dict[str, str]]:
 
 
 def run_validation(opts: Options, engines: dict | None = None) -> Path:
-    """Run every measurement (cached) and write ``<out>/validation.md`` and its figures.
+    """Run every measurement (cached) and write ``<out>/validation.md`` and its figures
+    (``<out>/sensitivity.md`` only, with ``opts.sensitivity_only``).
 
     ``engines`` (name -> object with ``segment(image_path, aseg_path=None)``) replaces hsynex
     and the teacher, for tests.
@@ -133,38 +143,127 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     runner = study.Runner(opts.cache_dir, engines, fingerprints, opts.seed)
     design = study.quick_design() if opts.quick else study.full_design()
     records: list[dict] = []
+    if not opts.sensitivity_only:
+        records += _issue8_records(opts, runner, maps, design, holdout)
+    sens_design = sensitivity.quick_sensitivity_design() if opts.quick \
+        else sensitivity.SensitivityDesign()
+    sens_engines = {**engines, "hsynex": _probe_for(engines["hsynex"])}
+    sens_runner = study.Runner(opts.cache_dir, sens_engines, fingerprints, opts.seed)
     for lmap in maps:
-        records += study.run_grid(runner, lmap, design)
-    subjects_dir = opts.subjects_dir or (DEFAULT_SUBJECTS if DEFAULT_SUBJECTS.is_dir() else None)
-    for name, image, aseg in study.find_real_subjects(subjects_dir, holdout):
-        reference = next((m for m in maps if name in m.name), None)
-        records += study.run_real(runner, name, image, aseg, reference, design.real_teacher)
-    for lmap in maps[:1]:  # one held-out map carries the group study
-        for cohort in design.cohorts:
-            records += study.run_cohort(runner, lmap, cohort)
+        records += sensitivity.run_sensitivity(sens_runner, lmap, sens_design)
+    probe = sens_engines["hsynex"]
+    probe_check = blank_noise = None
+    if hasattr(probe, "check_against_pipeline"):
+        probe_check = _probe_check(probe, maps[0], opts.cache_dir)
+        blank_noise = volume_report.blank_and_noise(probe, opts.cache_dir / "images")
     out_dir = Path(opts.out_dir)
-    figure_dir = out_dir / "figures"
-    made = [
-        figures.dice_vs_thickness(records, figure_dir / "validation_dice_vs_thickness.png"),
-        figures.qc_montage([opts.cache_dir / "qc" / f"{m.name}_{name}.npz" for m in maps[:1]
-                            for name in design.qc_cases], figure_dir / "validation_qc.png"),
-        figures.group_boxplots(records, figure_dir / "validation_group_study.png"),
-    ]
-    blank = engines["hsynex"].blank_input_voxels() \
-        if hasattr(engines.get("hsynex"), "blank_input_voxels") else None
-    run = {"seconds": time.time() - t0, "records": records, "counts": dict(runner.counts),
-           "blank": blank,
-           "rss_mb": runner.rss_mb,
-           "maps": maps, "design": design, "holdout": holdout,
-           "figures": [p.relative_to(out_dir) for p in made if p is not None]}
-    text = render(records, opts, run)
+    run = {"seconds": 0.0, "records": records, "counts": dict(runner.counts),
+           "blank": None, "rss_mb": runner.rss_mb, "maps": maps, "design": design,
+           "holdout": holdout, "figures": [], "sensitivity_design": sens_design,
+           "probe_check": probe_check, "blank_noise": blank_noise}
+    for name, count in sens_runner.counts.items():
+        run["counts"][name] = run["counts"].get(name, 0) + count
+    if not opts.sensitivity_only:
+        figure_dir = out_dir / "figures"
+        made = [
+            figures.dice_vs_thickness(records, figure_dir / "validation_dice_vs_thickness.png"),
+            figures.qc_montage([opts.cache_dir / "qc" / f"{m.name}_{name}.npz" for m in maps[:1]
+                                for name in design.qc_cases], figure_dir / "validation_qc.png"),
+            figures.group_boxplots(records, figure_dir / "validation_group_study.png"),
+        ]
+        run["figures"] = [p.relative_to(out_dir) for p in made if p is not None]
+        run["blank"] = engines["hsynex"].blank_input_voxels() \
+            if hasattr(engines.get("hsynex"), "blank_input_voxels") else None
+    run["seconds"] = time.time() - t0
+    run["rss_mb"] = max(runner.rss_mb, sens_runner.rss_mb)
+    if opts.sensitivity_only:
+        text, name = render_sensitivity(records, opts, run), "sensitivity.md"
+    else:
+        text, name = render(records, opts, run), "validation.md"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "validation.md"
+    path = out_dir / name
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text)
     os.replace(tmp, path)
-    _write_records(opts.cache_dir / "records.json", records)
+    _write_records(opts.cache_dir / ("sensitivity_records.json" if opts.sensitivity_only
+                                     else "records.json"), records)
     return path
+
+
+def _issue8_records(opts: Options, runner: study.Runner, maps: list, design: study.Design,
+                    holdout: tuple[str, ...]) -> list[dict]:
+    """Sections 1-4: the synthetic grid, the real T1 scans, the group study."""
+    records: list[dict] = []
+    for lmap in maps:
+        records += study.run_grid(runner, lmap, design)
+    for name, image, aseg in real_subjects(opts, holdout):
+        reference = next((m for m in maps if name in m.name), None)
+        records += study.run_real(runner, name, image, aseg, reference, design.real_teacher)
+        records += _label_map_reference(opts, name, maps)
+    for lmap in maps[:1]:  # one held-out map carries the group study
+        for cohort in design.cohorts:
+            records += study.run_cohort(runner, lmap, cohort)
+    return records
+
+
+def _label_map_reference(opts: Options, name: str, maps: list) -> list[dict]:
+    """A ``real`` record (variant ``label map``) with the subunit volumes of the subject's own
+    label map, when one is found (held-out maps, the label folder, ``real_reference_dirs``)."""
+    from .anatomy import label_volumes
+
+    folders = [Path(opts.labels_dir), Path(opts.cache_dir) / "labels",
+               *map(Path, opts.real_reference_dirs)]
+    paths = [m.path for m in maps if m.name == name] + [
+        folder / f"{name}_labels.nii.gz" for folder in folders]
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        return []
+    import nibabel as nib
+
+    image = nib.load(path)
+    labels = np.rint(np.asarray(image.dataobj)).astype(np.int32)
+    volumes = label_volumes(labels, float(abs(np.linalg.det(image.affine[:3, :3]))))
+    return [{"kind": "real", "subject": name, "engine": "label map", "variant": "label map",
+             "path": str(path), "volumes": {str(k): v for k, v in volumes.items()},
+             "seconds": float("nan"), "failed": None}]
+
+
+def real_subjects(opts: Options, holdout: tuple[str, ...]) -> list[tuple[str, Path, Path | None]]:
+    """The real T1 scans: held-out (and ``opts.real_extra``) subjects of the subjects folder
+    and of the Mindboggle folder."""
+    names = tuple(holdout) + tuple(opts.real_extra)
+    subjects_dir = opts.subjects_dir or (DEFAULT_SUBJECTS if DEFAULT_SUBJECTS.is_dir() else None)
+    mindboggle = opts.mindboggle_dir or (DEFAULT_MINDBOGGLE if DEFAULT_MINDBOGGLE.is_dir()
+                                         else None)
+    if opts.subjects_dir is not None and opts.mindboggle_dir is None:
+        mindboggle = None  # a chosen subjects folder stands alone (tests, other data)
+    return study.find_real_subjects(subjects_dir, names) \
+        + study.find_mindboggle_subjects(mindboggle, names)
+
+
+def _probe_for(engine):
+    """The probe (every post-processing variant) sharing ``engine``'s networks, when ``engine``
+    is hsynex's; other engines (stand-ins in tests) as they are."""
+    from .engines import HsynexEngine
+    from .probe import ProbeEngine
+
+    if isinstance(engine, ProbeEngine) or not isinstance(engine, HsynexEngine):
+        return engine
+    probe = ProbeEngine(engine.model_dir, engine.threads, engine.seed)
+    probe._segmenter = engine.segmenter
+    return probe
+
+
+def _probe_check(probe, lmap: study.LabelMap, cache_dir: Path) -> float:
+    """The probe's pipeline volumes against the tool's on one T1-like image of the map."""
+    from .contrasts import synthesize
+
+    image, affine = synthesize(lmap.labels, lmap.affine, Acquisition("T1"), 0)
+    path = study.write_image(Path(cache_dir) / "images" / "probe_check.nii", image, affine)
+    try:
+        return probe.check_against_pipeline(path)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _write_records(path: Path, records: list[dict]) -> None:
@@ -177,20 +276,71 @@ def _write_records(path: Path, records: list[dict]) -> None:
 def render(records: list[dict], opts: Options, run: dict) -> str:
     """The whole report as markdown."""
     groups = tables.group_results(records)
-    targets = tables.target_rows(records, groups)
+    targets = tables.target_rows(volume_report.without_failed_reference(records), groups)
+    targets13 = volume_report.target_rows(records, groups, run.get("blank_noise"))
     parts = [
         _header(opts, run),
+        volume_report.targets_section(targets13),
         _targets_section(targets),
         _grid_section(records),
         _real_section(records),
         _consistency_section(records),
         _group_section(records, groups),
         _runtime_section(records, opts, run),
+        volume_report.sensitivity_section(records, run.get("sensitivity_design"),
+                                          run["maps"], run.get("probe_check")),
+        volume_report.diagnosis_section(records, groups),
+        volume_report.between_subject_section(records, _real_note(opts)),
+        volume_report.blank_noise_section(run.get("blank_noise")),
         _method_section(run),
-        _limits_section(records, targets, groups, opts, run.get("blank")),
-        _closing(records, targets, groups, run),
+        _limits_section(volume_report.without_failed_reference(records), targets, groups,
+                        opts, run.get("blank")),
+        _closing(records, targets, groups, run) + "\n" + _closing13(records, targets13),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def render_sensitivity(records: list[dict], opts: Options, run: dict) -> str:
+    """``--sensitivity-only``: the paired sensitivity study and its diagnosis."""
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(run["counts"].items())) or "none (cached)"
+    parts = [
+        "# Paired sensitivity of hsynex",
+        f"Generated by `mri_hsynex validate --sensitivity-only` (hsynex {__version__}) on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; networks: "
+        f"{_model_summary(opts.model_dir)}; segmentations run: {counts}; wall time "
+        f"{run['seconds'] / 60:.1f} min.",
+        volume_report.sensitivity_section(records, run.get("sensitivity_design"), run["maps"],
+                                          run.get("probe_check")),
+        volume_report.diagnosis_section(records, []),
+        volume_report.blank_noise_section(run.get("blank_noise")),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _real_note(opts: Options) -> str:
+    if not opts.real_extra:
+        return ""
+    return ("with `--real-extra " + " ".join(opts.real_extra) + "`: scans of subjects whose "
+            "label maps the networks were not trained on, although not in the training "
+            "config's hold-out list")
+
+
+def _closing13(records: list[dict], targets13: list[tables.Target]) -> str:
+    met = sum(1 for t in targets13 if t.met)
+    measured = sum(1 for t in targets13 if t.met is not None)
+    lines = [f"Issue 13 targets met: {met} of {measured} measured ({len(targets13)} in all)."]
+    for thickness in (1.0, 5.0):
+        for engine in ("hsynex", "teacher"):
+            value = sensitivity.mean_sensitivity(records, engine, thickness_mm=thickness)
+            if np.isfinite(value):
+                lines.append(f"Mean paired sensitivity at {thickness:g} mm, {engine}: "
+                             f"{value:.2f}" + (" (T1-like only)" if engine == "teacher" else "")
+                             + ".")
+    r, _, n = volume_report.real_fit(records, "hsynex", 813)
+    if n:
+        lines.append(f"Real T1, whole volume vs the teacher's across {n} subjects with a "
+                     f"plausible teacher volume: r {fmt(r, 2)}.")
+    return "\n".join(lines)
 
 
 def _model_summary(model_dir: Path | None) -> str:
@@ -347,7 +497,8 @@ def _real_section(records: list[dict]) -> str:
         "## 2. Real held-out T1",
         "hsynex with the subject's aseg (`hsynex+aseg`, the recon-all module) and with its own "
         "localiser (`hsynex`), scored against the teacher's labels on the same scan (the teacher "
-        "is the reference here, not ground truth).",
+        "is the reference here, not ground truth). Scans where the teacher's own whole volume "
+        "is implausible (section 8) are listed but left out of the targets.",
         md_table(headers, rows),
         "Volumes (mm³):",
         md_table(["subject", "run"] + [SHORT_NAMES[i] for i in (*SUBUNIT_IDS, 813)], vol_rows),
@@ -472,8 +623,8 @@ def _cell(value: object) -> str:
 
 def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
     rows = []
-    for engine in dict.fromkeys(r["engine"] for r in records):
-        for kind in ("grid", "real", "group"):
+    for engine in dict.fromkeys(r["engine"] for r in records if r["engine"] != "label map"):
+        for kind in ("grid", "real", "group", "sensitivity"):
             sel = [r for r in records if r["engine"] == engine and r["kind"] == kind]
             secs = [r["seconds"] for r in sel if np.isfinite(r["seconds"])]
             failed = sum(1 for r in sel if r.get("failed"))
@@ -487,7 +638,9 @@ def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
              "reading the image and post-processing; the machine may have been shared):",
              md_table(["engine", "images", "n", "refused", "mean s", "max s"], rows),
              f"Largest resident memory of this run after a segmentation (both engines loaded, "
-             f"the held-out map in memory): {run.get('rss_mb', 0):.0f} MB."]
+             f"the held-out map in memory): {run.get('rss_mb', 0):.0f} MB."
+             if run.get("rss_mb") else "Resident memory: not measured (every case came from "
+             "the cache; a run from an empty cache records it)."]
     if bench:
         parts += ["From `make bench` (`bench_out/*.json`; the training-data generator's "
                   "throughput is in `docs/benchmarks.md`):"] + bench

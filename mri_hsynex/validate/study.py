@@ -201,10 +201,15 @@ class Runner:
 
     def _key(self, engine: str, spec: dict) -> Path:
         text = json.dumps([CASE_VERSION, synthesis_fingerprint(),
-                           self.engine_fingerprints.get(engine), self.seed, spec],
+                           self._fingerprint(engine), self.seed, spec],
                           sort_keys=True)
         digest = hashlib.sha1(text.encode()).hexdigest()[:20]
         return self.cache_dir / "cases" / f"{engine}-{digest}.json"
+
+    def _fingerprint(self, engine: str) -> str | None:
+        """An engine's fingerprint; a variant such as ``hsynex+aseg`` has its engine's."""
+        return self.engine_fingerprints.get(engine,
+                                            self.engine_fingerprints.get(engine.split("+")[0]))
 
     def cached(self, engine: str, spec: dict) -> dict | None:
         path = self._key(engine, spec)
@@ -408,6 +413,22 @@ def find_real_subjects(subjects_dir: Path | None, holdout: tuple[str, ...]
             continue
         aseg = subject / "mri" / "aseg.mgz"
         found.append((subject.name, image, aseg if aseg.is_file() else None))
+    return found
+
+
+def find_mindboggle_subjects(folder: Path | None, names: tuple[str, ...]
+                             ) -> list[tuple[str, Path, Path | None]]:
+    """Subjects of a Mindboggle-style folder (``<name>/t1weighted_brain.nii.gz`` and
+    ``<name>/labels.nii.gz``, whose aseg ids place the teacher's block and serve as hsynex's
+    aseg) whose name contains one of ``names``: ``(name, image, labels or None)``."""
+    if folder is None or not Path(folder).is_dir() or not names:
+        return []
+    found = []
+    for subject in sorted(Path(folder).iterdir()):
+        image = subject / "t1weighted_brain.nii.gz"
+        if any(n in subject.name for n in names) and image.is_file():
+            labels = subject / "labels.nii.gz"
+            found.append((subject.name, image, labels if labels.is_file() else None))
     return found
 
 
