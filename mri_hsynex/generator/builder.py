@@ -146,13 +146,9 @@ def apply_generator_layers(layers: dict, cfg: GeneratorConfig, labels, center) -
 def finish_image_and_targets(layers: dict, cfg: GeneratorConfig, image, labels) -> dict:
     """Pool (with ``supersample``), bias, intensity, resolution, Rician noise, normalisation;
     and the targets of the (fine) ``labels``."""
-    if layers["pool"] is not None:
-        image = layers["pool"](image)
-    image = layers["bias"](image)
-    image = layers["intensity"](image)
-    image = layers["resolution"](image)
-    if layers["rician"] is not None:
-        image = layers["rician"](image)
+    for step in ("pool", "bias", "intensity", "resolution", "rician"):
+        if layers[step] is not None:  # None: off (or applied already, paired.py)
+            image = layers[step](image)
     image = layers["normalise"](image)
     out_labels = labels if layers["labels_out"] is None else layers["labels_out"](labels)
     outputs = {"image": image, "labels": out_labels, "target": layers["target"](labels)}

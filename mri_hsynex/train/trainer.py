@@ -86,24 +86,48 @@ class Trainer:
         (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
 
     # --- model -----------------------------------------------------------------------------------
+    def _uses_volume_losses(self) -> bool:
+        c = self.cfg
+        return bool(c.stage1_ce_weight or c.volume_weight or c.pair_weight)
+
+    def _losses(self):
+        from ..models.losses import DiceCrossEntropy, DiceDistance, VolumeAwareLoss
+
+        c = self.cfg
+        if c.network != "cascade":
+            return DiceCrossEntropy(c.ce_weight)
+        if not self._uses_volume_losses():
+            return {"stage1": DiceDistance(2, self.gen_cfg.distance_max_mm, c.distance_weight),
+                    "stage2": DiceCrossEntropy(c.ce_weight)}
+        return {"stage1": VolumeAwareLoss(2, 1.0, c.stage1_ce_weight, c.volume_weight,
+                                          c.pair_weight, c.distance_weight,
+                                          self.gen_cfg.distance_max_mm, c.min_volume),
+                "stage2": VolumeAwareLoss(11, 1.0, c.ce_weight, c.volume_weight, c.pair_weight,
+                                          0.0, min_volume=c.min_volume)}
+
     def _build(self):
         import keras
 
         from ..models.cascade import build_cascade_for_training
-        from ..models.losses import DiceCrossEntropy, DiceDistance
         from ..models.unet import UNetConfig, build_unet
 
         optimizer = keras.optimizers.Adam(self.cfg.learning_rate)
-        if self.cfg.network == "cascade":
-            model = build_cascade_for_training(UNetConfig.from_dict(self.cfg.stage1),
-                                               UNetConfig.from_dict(self.cfg.stage2))
-            losses = {"stage1": DiceDistance(2, self.gen_cfg.distance_max_mm,
-                                             self.cfg.distance_weight),
-                      "stage2": DiceCrossEntropy(self.cfg.ce_weight)}
-        else:
-            model = build_unet(UNetConfig.from_dict(self.cfg.localiser))
-            losses = DiceCrossEntropy(self.cfg.ce_weight)
-        model.compile(optimizer=optimizer, loss=losses, jit_compile=self.cfg.jit_compile)
+        # bfloat16 compute only inside the networks (their outputs are float32); the generator
+        # and everything built later stay float32
+        previous = keras.config.dtype_policy()
+        if self.cfg.mixed_precision:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            if self.cfg.network == "cascade":
+                model = build_cascade_for_training(UNetConfig.from_dict(self.cfg.stage1),
+                                                   UNetConfig.from_dict(self.cfg.stage2),
+                                                   self.cfg.cascade_mode)
+            else:
+                model = build_unet(UNetConfig.from_dict(self.cfg.localiser))
+        finally:
+            keras.config.set_dtype_policy(previous)
+        model.compile(optimizer=optimizer, loss=self._losses(),
+                      jit_compile=self.cfg.jit_compile)
         return model
 
     def _load_or_build(self, resume: bool, init_dir):
@@ -136,11 +160,26 @@ class Trainer:
             target.set_weights(trained.get_weights())
 
     # --- data ------------------------------------------------------------------------------------
-    def _batch(self, generator, source) -> tuple[np.ndarray, object]:
+    def _pair_renderer(self):
+        from ..generator.paired import PairRenderer
+
+        if getattr(self, "_pairs", None) is None:
+            self._pairs = PairRenderer(self.gen_cfg, seed=self.seed + 15485863
+                                       + 104729 * self.state["step"])
+            self._pair_rng = np.random.default_rng(self.seed + 31 * self.state["step"])
+        return self._pairs
+
+    def _batch(self, generator, source, pairs: bool = False) -> tuple[np.ndarray, object]:
         import keras
 
         labels, center = source.sample()  # the block of the map the generator can reach
-        out = generator({"labels": labels, "center": center}, training=True)
+        if pairs:  # two samples, identical but for the hypothalamus' size
+            renderer = self._pair_renderer()
+            m = self.gen_cfg.resize_max_fraction
+            fractions = self._pair_rng.uniform(-m, m, (2, 2)).astype(np.float32)
+            out = renderer.render(labels, center, fractions)
+        else:
+            out = generator({"labels": labels, "center": center}, training=True)
         image = keras.ops.convert_to_numpy(out["image"]).astype(np.float32)
         target = keras.ops.convert_to_numpy(out["target"]).astype(np.float32)
         if self.cfg.network == "localiser":
@@ -250,7 +289,7 @@ class Trainer:
                    desc=self.cfg.network, dynamic_ncols=True)
         t_last = time.time()
         for step in range(start + 1, total + 1):
-            x, y = self._batch(self.generator, self.source)
+            x, y = self._batch(self.generator, self.source, pairs=self.cfg.pair_weight > 0)
             losses = self.model.train_on_batch(x, y, return_dict=True)
             now = time.time()
             self.state["seconds"] += now - t_last
