@@ -212,8 +212,44 @@ class Trainer:
             np.savez_compressed(open(tmp, "wb"), **data)
         return data
 
+    def sensitivity_pairs(self) -> dict[str, np.ndarray]:
+        """The fixed same-seed pairs of the paired-sensitivity check (made once from the
+        held-out maps: ``cfg.sensitivity_pairs`` seeds per map, 20 % shrinkage of both kinds;
+        ``validate.generator_probe``)."""
+        path = self.run_dir / "sensitivity_pairs.npz"
+        if path.exists():
+            return dict(np.load(path))
+        from ..validate.generator_probe import probe_config, render_pairs
+
+        cfg = probe_config(self.cfg.generator)
+        pairs = render_pairs(cfg, self.held_paths or [self.source.paths[0]],
+                             range(self.cfg.sensitivity_pairs))
+        data = {"images": np.stack([p.images for p in pairs]),
+                "true": np.stack([p.true_mm3 for p in pairs]),
+                "kind": np.array([p.kind for p in pairs])}
+        with atomic_path(path) as tmp:
+            np.savez_compressed(open(tmp, "wb"), **data)
+        return data
+
+    def paired_sensitivity(self) -> dict[str, float]:
+        """Mean paired sensitivity (stage 1 soft volume, cascade soft volume) per kind."""
+        from ..validate.generator_probe import KIND_NAMES, measure_volumes
+
+        data = self.sensitivity_pairs()
+        stage1, stage2 = self.model.get_layer("stage1"), self.model.get_layer("stage2")
+        out: dict[str, list] = {}
+        for images, true, kind in zip(data["images"], data["true"], data["kind"]):
+            volumes = measure_volumes(stage1, stage2, images, self.cfg.cascade_mode)
+            true_change = true[1] / true[0] - 1.0
+            for name in ("stage1_soft", "cascade_soft"):
+                v = volumes[name]
+                value = (v[1] / v[0] - 1.0) / true_change if v[0] > 0 else np.nan
+                out.setdefault(f"sens_{KIND_NAMES[int(kind)]}_{name}", []).append(value)
+        return {k: float(np.nanmean(v)) for k, v in out.items()}
+
     def validate(self) -> dict[str, float]:
-        """Hard Dice on the fixed validation set; ``score`` decides the best checkpoint."""
+        """Hard Dice on the fixed validation set (and, with ``sensitivity_pairs``, the paired
+        sensitivity); ``score`` decides the best checkpoint."""
         from ..models.losses import dice_per_class
 
         data = self.validation_set()
@@ -233,6 +269,12 @@ class Trainer:
         if self.cfg.network == "cascade":
             result = {"dice_whole": float(dice[-1]), "dice_subunits": float(np.nanmean(dice[1:-1]))}
             result["score"] = result["dice_subunits"]
+            if self.cfg.sensitivity_pairs > 0:
+                sens = self.paired_sensitivity()
+                result.update(sens)
+                cascade = np.nanmean([v for k, v in sens.items() if k.endswith("cascade_soft")])
+                result["score"] += self.cfg.sensitivity_score_weight * float(
+                    np.clip(cascade, 0.0, 1.0))
         else:
             result = {f"dice_{LOCALISER_CLASS_NAMES[c]}": float(dice[c])
                       for c in range(1, len(LOCALISER_CLASS_NAMES))}
