@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--crops", type=int, nargs="+", default=[48, 32])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--supersample", type=int, nargs="*", default=[1, 2, 3])
     p.add_argument("--o", default=None, help="write the rows as JSON")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -99,13 +101,13 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0]
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for s in (1, 2, 3):
+        for s in args.supersample:
             wall, cpu = bench_generator(Path(args.labels), s, args.steps)
             rows.append({"what": f"generator supersample {s}", "threads": threads,
                          "wall_s": round(wall, 3), "cpu_s": round(cpu, 3)})
             print(rows[-1], flush=True)
         for crop in args.crops:
-            for bf16 in (False, True):
+            for bf16 in [p == "bf16" for p in args.precisions]:
                 wall, cpu = bench_step(crop, bf16, args.steps)
                 rows.append({"what": f"train step {crop}^3 {'bf16' if bf16 else 'fp32'}",
                              "threads": threads, "wall_s": round(wall, 3),

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.backend]
 TINY_UNET = {"levels": 2, "features": 2}
 
 
-def test_volume_training_options_and_export(tmp_path):
+@pytest.mark.parametrize("network", ["cascade", "stage1"])
+def test_volume_training_options_and_export(tmp_path, network):
     import keras
     import nibabel as nib
 
@@ -28,7 +29,7 @@ def test_volume_training_options_and_export(tmp_path):
     for name in ("sub-a", "sub-b"):
         nib.save(nib.Nifti1Image(tiny_label_map((40, 40, 40)), tiny_affine()),
                  maps / f"{name}_labels.nii.gz")
-    cfg = {"network": "cascade", "steps": 2, "checkpoint_every": 2, "validate_every": 2,
+    cfg = {"network": network, "steps": 2, "checkpoint_every": 2, "validate_every": 2,
            "n_validation": 1, "holdout": ["sub-b"], "learning_rate": 0.001,
            "cascade_mode": "product", "stage1_ce_weight": 1.0, "volume_weight": 1.0,
            "pair_weight": 1.0, "mixed_precision": True, "sensitivity_pairs": 1,
@@ -41,13 +42,18 @@ def test_volume_training_options_and_export(tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     run, models = tmp_path / "run", tmp_path / "models"
+    if network == "stage1":  # exported into a folder that already has a stage 2
+        from helpers_models import write_tiny_models
+
+        write_tiny_models(models)
     assert main(["--config", str(path), "--labels", str(maps), "--o", str(run),
                  "--no-progress", "--export", str(models)]) == 0
     rows = list(csv.DictReader(open(run / "train_log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert all(np.isfinite(float(r["loss"])) for r in rows)
     validation = list(csv.DictReader(open(run / "validation.csv")))
-    assert "sens_ventricle_cascade_soft" in validation[0]
+    assert f"sens_ventricle_{'cascade' if network == 'cascade' else 'stage1'}_soft" \
+        in validation[0]
     assert keras.config.dtype_policy().name == "float32"  # bf16 only inside the networks
     settings = json.loads((models / "model.json").read_text())
     assert settings["cascade_mode"] == "product"

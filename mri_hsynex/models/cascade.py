@@ -52,6 +52,15 @@ def build_cascade_for_training(stage1: UNetConfig, stage2: UNetConfig,
     return keras.Model(image, {"stage1": out1, "stage2": out2}, name="cascade")
 
 
+def build_stage1_for_training(stage1: UNetConfig):
+    """Model: image (B,X,Y,Z,1) -> {"stage1": (..., 2 + 1 distance)} (stage 1 alone)."""
+    import keras
+
+    net1 = build_unet(stage1)
+    image = keras.Input(shape=(None, None, None, 1), name="image")
+    return keras.Model(image, {"stage1": net1(image)}, name="stage1_only")
+
+
 def run_cascade(stage1, stage2, image: np.ndarray,
                 mode: str = "independent") -> tuple[np.ndarray, np.ndarray]:
     """Chain the two networks on a batch of images (B,X,Y,Z,1), each side a multiple of 8.

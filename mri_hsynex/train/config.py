@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import HsynexError
 
-NETWORKS = ("cascade", "localiser")
+NETWORKS = ("cascade", "localiser", "stage1")
 
 
 @dataclass
@@ -16,7 +16,8 @@ class TrainConfig:
     """What ``mri_hsynex train`` trains and how.
 
     ``network`` "cascade": stage 1 + stage 2 trained together from one synthetic image per step;
-    "localiser": the whole-head network at low resolution.
+    "localiser": the whole-head network at low resolution; "stage1": stage 1 alone (issue 13's
+    stage-1-centred experiments; export replaces only ``stage1.keras``).
     ``holdout``: substrings of label-map file names kept out of training; the fixed validation
     set is synthesised from them.
     """

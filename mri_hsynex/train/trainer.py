@@ -94,21 +94,25 @@ class Trainer:
         from ..models.losses import DiceCrossEntropy, DiceDistance, VolumeAwareLoss
 
         c = self.cfg
-        if c.network != "cascade":
+        if c.network == "localiser":
             return DiceCrossEntropy(c.ce_weight)
         if not self._uses_volume_losses():
-            return {"stage1": DiceDistance(2, self.gen_cfg.distance_max_mm, c.distance_weight),
-                    "stage2": DiceCrossEntropy(c.ce_weight)}
-        return {"stage1": VolumeAwareLoss(2, 1.0, c.stage1_ce_weight, c.volume_weight,
-                                          c.pair_weight, c.distance_weight,
-                                          self.gen_cfg.distance_max_mm, c.min_volume),
-                "stage2": VolumeAwareLoss(11, 1.0, c.ce_weight, c.volume_weight, c.pair_weight,
-                                          0.0, min_volume=c.min_volume)}
+            losses = {"stage1": DiceDistance(2, self.gen_cfg.distance_max_mm, c.distance_weight),
+                      "stage2": DiceCrossEntropy(c.ce_weight)}
+        else:
+            losses = {"stage1": VolumeAwareLoss(2, 1.0, c.stage1_ce_weight, c.volume_weight,
+                                                c.pair_weight, c.distance_weight,
+                                                self.gen_cfg.distance_max_mm, c.min_volume),
+                      "stage2": VolumeAwareLoss(11, 1.0, c.ce_weight, c.volume_weight,
+                                                c.pair_weight, 0.0, min_volume=c.min_volume)}
+        if c.network == "stage1":
+            del losses["stage2"]
+        return losses
 
     def _build(self):
         import keras
 
-        from ..models.cascade import build_cascade_for_training
+        from ..models.cascade import build_cascade_for_training, build_stage1_for_training
         from ..models.unet import UNetConfig, build_unet
 
         optimizer = keras.optimizers.Adam(self.cfg.learning_rate)
@@ -122,6 +126,8 @@ class Trainer:
                 model = build_cascade_for_training(UNetConfig.from_dict(self.cfg.stage1),
                                                    UNetConfig.from_dict(self.cfg.stage2),
                                                    self.cfg.cascade_mode)
+            elif self.cfg.network == "stage1":
+                model = build_stage1_for_training(UNetConfig.from_dict(self.cfg.stage1))
             else:
                 model = build_unet(UNetConfig.from_dict(self.cfg.localiser))
         finally:
@@ -150,7 +156,8 @@ class Trainer:
         """Start from the weights of already trained networks (e.g. the shipped ``models/``)."""
         import keras
 
-        names = ["stage1", "stage2"] if self.cfg.network == "cascade" else ["localiser"]
+        names = {"cascade": ["stage1", "stage2"], "stage1": ["stage1"]}.get(self.cfg.network,
+                                                                            ["localiser"])
         for name in names:
             path = init_dir / f"{name}.keras"
             if not path.exists():
@@ -187,6 +194,8 @@ class Trainer:
         distance = keras.ops.convert_to_numpy(out["distance"]).astype(np.float32)
         background = target[..., :1]
         stage1 = np.concatenate([background, 1.0 - background, distance], axis=-1)
+        if self.cfg.network == "stage1":
+            return image, {"stage1": stage1}
         return image, {"stage1": stage1, "stage2": target}
 
     def validation_set(self) -> dict[str, np.ndarray]:
@@ -204,7 +213,12 @@ class Trainer:
         images, truths = [], []
         for _ in range(self.cfg.n_validation):
             image, target = self._batch(generator, source)
-            truth = target if self.cfg.network == "localiser" else target["stage2"]
+            if self.cfg.network == "localiser":
+                truth = target
+            elif self.cfg.network == "cascade":
+                truth = target["stage2"]
+            else:  # stage 1 alone: background / hypothalamus
+                truth = target["stage1"][..., :2]
             images.append(image[0])
             truths.append(np.argmax(truth[0], axis=-1).astype(np.uint8))
         data = {"images": np.stack(images), "truth": np.stack(truths)}
@@ -236,12 +250,13 @@ class Trainer:
         from ..validate.generator_probe import KIND_NAMES, measure_volumes
 
         data = self.sensitivity_pairs()
-        stage1, stage2 = self.model.get_layer("stage1"), self.model.get_layer("stage2")
+        stage1 = self.model.get_layer("stage1")
+        stage2 = self.model.get_layer("stage2") if self.cfg.network == "cascade" else None
         out: dict[str, list] = {}
         for images, true, kind in zip(data["images"], data["true"], data["kind"]):
             volumes = measure_volumes(stage1, stage2, images, self.cfg.cascade_mode)
             true_change = true[1] / true[0] - 1.0
-            for name in ("stage1_soft", "cascade_soft"):
+            for name in ("stage1_soft", "cascade_soft") if stage2 is not None else ("stage1_soft",):
                 v = volumes[name]
                 value = (v[1] / v[0] - 1.0) / true_change if v[0] > 0 else np.nan
                 out.setdefault(f"sens_{KIND_NAMES[int(kind)]}_{name}", []).append(value)
@@ -256,23 +271,33 @@ class Trainer:
         per_image = []
         for image, truth in zip(data["images"], data["truth"]):
             pred = self.model.predict_on_batch(image[None])
-            probs = pred if self.cfg.network == "localiser" else pred["stage2"]
+            if self.cfg.network == "localiser":
+                probs = pred
+            elif self.cfg.network == "cascade":
+                probs = pred["stage2"]
+            else:
+                probs = np.asarray(pred["stage1"])[..., :2]
             labels = np.argmax(np.asarray(probs)[0], axis=-1)
             localiser = self.cfg.network == "localiser"
             n = len(LOCALISER_CLASS_NAMES) if localiser else len(STAGE2_CLASSES)
+            if self.cfg.network == "stage1":
+                n = 2
             dice = dice_per_class(truth, labels, n)
-            if self.cfg.network == "cascade":
+            if self.cfg.network in ("cascade", "stage1"):
                 whole = dice_per_class(truth > 0, labels > 0, 2)[1]
                 dice = np.append(dice, whole)
             per_image.append(dice)
         dice = np.nanmean(np.array(per_image), axis=0)
-        if self.cfg.network == "cascade":
+        if self.cfg.network in ("cascade", "stage1"):
             result = {"dice_whole": float(dice[-1]), "dice_subunits": float(np.nanmean(dice[1:-1]))}
-            result["score"] = result["dice_subunits"]
+            if self.cfg.network == "stage1":
+                result = {"dice_whole": float(dice[-1])}
+            result["score"] = result.get("dice_subunits", result["dice_whole"])
             if self.cfg.sensitivity_pairs > 0:
                 sens = self.paired_sensitivity()
                 result.update(sens)
-                cascade = np.nanmean([v for k, v in sens.items() if k.endswith("cascade_soft")])
+                owner = "cascade_soft" if self.cfg.network == "cascade" else "stage1_soft"
+                cascade = np.nanmean([v for k, v in sens.items() if k.endswith(owner)])
                 result["score"] += self.cfg.sensitivity_score_weight * float(
                     np.clip(cascade, 0.0, 1.0))
         else:

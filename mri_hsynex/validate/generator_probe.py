@@ -91,6 +91,13 @@ def measure_volumes(stage1, stage2, images: np.ndarray, mode: str = "independent
     the cascade's subunits soft / hard (summed over the ten subunits)."""
     from ..models.cascade import STAGE1_POSTERIOR, run_cascade
 
+    if stage2 is None:  # stage 1 alone
+        import keras
+
+        p1 = np.asarray(keras.ops.convert_to_numpy(stage1(images, training=False)),
+                        np.float32)[..., STAGE1_POSTERIOR]
+        return {"stage1_soft": p1.sum((1, 2, 3)) * voxel_mm3,
+                "stage1_hard": (p1 > 0.5).sum((1, 2, 3)) * voxel_mm3}
     out1, out2 = run_cascade(stage1, stage2, images, mode)
     p1 = out1[..., STAGE1_POSTERIOR]
     sub = out2[..., 1:].sum(-1)
@@ -155,10 +162,12 @@ def probe(stage1, stage2, pairs: list[ProbePair], mode: str = "independent",
     return rows, summarise(rows)
 
 
-def load_stages(path: str | Path) -> tuple[object, object, str, dict]:
+def load_stages(path: str | Path, stage2_dir: str | Path = "models"
+                ) -> tuple[object, object, str, dict]:
     """(stage 1, stage 2, cascade mode, stage-1 generator config) from a model folder
     (``stage1.keras``, ``stage2.keras``, ``model.json``) or a training checkpoint (a run's
-    ``best.keras``/``last.keras``, with its ``config.json`` beside it)."""
+    ``best.keras``/``last.keras``, with its ``config.json`` beside it; a stage-1-only run takes
+    stage 2 from ``stage2_dir``)."""
     import keras
 
     from ..generator.builder import import_layers
@@ -174,8 +183,12 @@ def load_stages(path: str | Path) -> tuple[object, object, str, dict]:
         return s1, s2, settings.get("cascade_mode", "independent"), gen
     config = json.loads((path.parent / "config.json").read_text())
     model = keras.saving.load_model(path, compile=False)
-    return (model.get_layer("stage1"), model.get_layer("stage2"),
-            config.get("cascade_mode", "independent"), config.get("generator", {}))
+    if config.get("network") == "stage1":  # stage 1 alone: stage 2 from ``stage2_dir``
+        s2 = keras.saving.load_model(Path(stage2_dir) / "stage2.keras", compile=False)
+    else:
+        s2 = model.get_layer("stage2")
+    return (model.get_layer("stage1"), s2, config.get("cascade_mode", "independent"),
+            config.get("generator", {}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                    help="generator config overrides, e.g. rician_std_max=0.03")
     p.add_argument("--mode", default=None, help="cascade mode (default: the model's)")
+    p.add_argument("--stage2", default="models",
+                   help="model folder whose stage 2 completes a stage-1-only checkpoint")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--o", default=None, help="write rows and summary to this JSON file")
     return p
@@ -209,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"Error: no label map in {args.labels} matches {args.maps}", file=sys.stderr)
         return 1
-    stage1, stage2, mode, gen = load_stages(args.model)
+    stage1, stage2, mode, gen = load_stages(args.model, args.stage2)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = probe_config(gen, args.supersample, **overrides)
     pairs = render_pairs(cfg, paths, range(args.seeds), args.shrink)
