@@ -83,3 +83,23 @@ def test_volume_losses():
     assert float(ops.convert_to_numpy(loss(y_true, worse))) > base
     config = loss.get_config()
     assert VolumeAwareLoss.from_config(config).get_config() == config
+
+
+@pytest.mark.parametrize("mode", [None, "product"])
+def test_segmenter_honours_the_cascade_mode_of_model_json(tmp_path, mode):
+    import json
+
+    from helpers_models import write_tiny_models
+
+    from mri_hsynex.predict.pipeline import Segmenter
+
+    folder = write_tiny_models(tmp_path / "models")
+    if mode is not None:
+        settings = json.loads((folder / "model.json").read_text())
+        settings["cascade_mode"] = mode
+        (folder / "model.json").write_text(json.dumps(settings))
+    segmenter = Segmenter(folder)
+    crop = np.random.default_rng(0).uniform(size=(16, 16, 16)).astype("float32")
+    whole, posteriors = segmenter._run_cascade_tta(crop)
+    added_up = np.allclose(posteriors[..., 1:].sum(-1), whole, atol=1e-4)
+    assert added_up == (mode == "product")  # the shipped ("independent") way: stage 2's own
