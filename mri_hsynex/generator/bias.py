@@ -45,12 +45,15 @@ class RandomBiasField(keras.layers.Layer):
         normal = keras.random.normal((batch_size, *self.grid_shape(shape)), seed=sg)
         return {"log_field": std * normal}
 
+    def apply(self, image, params: dict):
+        """The deterministic half: ``apply_bias`` with a given field."""
+        return apply_bias(image, params["log_field"])
+
     def call(self, image):
         if self.bias_std <= 0:
             return image
         shape = tuple(int(n) for n in image.shape[1:4])
-        params = self.sample_parameters(ops.shape(image)[0], shape)
-        return apply_bias(image, params["log_field"])
+        return self.apply(image, self.sample_parameters(ops.shape(image)[0], shape))
 
     def compute_output_spec(self, image):
         return keras.KerasTensor(image.shape, dtype="float32")

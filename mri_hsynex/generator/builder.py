@@ -1,8 +1,10 @@
 """``build_generator``: the layers of the method composed, in its order, into one Keras model.
 
-deformation + crop -> left/right flip -> hypothalamus growth/shrinkage -> conditional GMM
--> bias field -> intensity -> resolution / thickness -> normalisation; targets (one-hot,
-signed distance) from the labels.
+deformation + crop -> left/right flip -> hypothalamus growth/shrinkage -> [hypothalamus resize
+with neighbours fixed -> neighbour resize with the hypothalamus fixed] -> conditional GMM ->
+[average pooling from the fine grid] -> bias field -> intensity -> resolution / thickness ->
+[Rician noise] -> normalisation; targets (one-hot or pooled fractions, signed distance) from the
+labels. Steps in brackets are off by default (issue 13's volume-faithful rendering).
 """
 
 from __future__ import annotations
@@ -12,7 +14,19 @@ from .config import GeneratorConfig
 
 def import_layers() -> None:
     """Import (and so register for deserialisation) every generator layer."""
-    from . import bias, flip, gmm, intensity, morph, resolution, spatial, targets  # noqa: F401
+    from . import (  # noqa: F401
+        bias,
+        flip,
+        gmm,
+        intensity,
+        morph,
+        noise,
+        partial_volume,
+        resize,
+        resolution,
+        spatial,
+        targets,
+    )
 
 
 def build_generator(cfg: GeneratorConfig, seed: int | None = 0):
@@ -21,60 +35,123 @@ def build_generator(cfg: GeneratorConfig, seed: int | None = 0):
     Inputs ``{"labels": (B, X, Y, Z) int32 RAS label map at cfg.input_voxel_mm,
     "center": (B, 3) float32 crop centre in input voxels}``; outputs ``{"image":
     (B, n0, n1, n2, 1) float32 in [0, 1], "labels": (B, n0, n1, n2) int32, "target":
-    (B, n0, n1, n2, C) float32 one-hot, "distance": (B, n0, n1, n2, 1) float32 mm}``
-    (``distance`` only when ``cfg.distance_maps``). Every call draws new random parameters;
-    the same ``seed`` gives the same sequence of samples (per backend).
+    (B, n0, n1, n2, C) float32 one-hot (with ``supersample`` > 1: class fractions),
+    "distance": (B, n0, n1, n2, 1) float32 mm}`` (``distance`` only when
+    ``cfg.distance_maps``). Every call draws new random parameters; the same ``seed`` gives the
+    same sequence of samples (per backend).
     """
     import keras
 
+    labels_in = keras.Input(shape=(None, None, None), dtype="int32", name="labels")
+    center_in = keras.Input(shape=(3,), dtype="float32", name="center")
+    layers = generator_layers(cfg, seed)
+    outputs = apply_generator_layers(layers, cfg, labels_in, center_in)
+    return keras.Model({"labels": labels_in, "center": center_in}, outputs,
+                       name="hsynex_generator")
+
+
+def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
+    """The generator's layers by step name (``None`` for a step that is off), seeded from
+    ``seed``. Shared by ``build_generator`` and ``paired.render_pairs``."""
     from .bias import RandomBiasField
     from .flip import RandomLeftRightFlip
     from .gmm import RandomGMM
     from .grid import derived_seed
     from .intensity import MinMaxNormalise, RandomIntensity
     from .morph import RandomHypothalamusMorph
+    from .noise import RandomRicianNoise
+    from .partial_volume import PartialVolumeDistance, PoolImage, PoolLabels, SoftTargets
+    from .resize import RandomHypothalamusResize, RandomNeighbourResize, RandomTie
     from .resolution import RandomResolution
     from .spatial import RandomDeformCrop
     from .targets import HypothalamusDistance, OneHotTargets
 
+    s = cfg.supersample
+    fine_mm = cfg.fine_voxel_mm
     ratio = cfg.output_voxel_mm / cfg.input_voxel_mm
-    labels_in = keras.Input(shape=(None, None, None), dtype="int32", name="labels")
-    center_in = keras.Input(shape=(3,), dtype="float32", name="center")
-    labels = RandomDeformCrop(
-        output_shape=cfg.output_shape, output_voxel_mm=cfg.output_voxel_mm,
+    shared_tie = cfg.resize_prob > 0 and bool(cfg.tie_classes)
+    layers: dict = {}
+    layers["deform_crop"] = RandomDeformCrop(
+        output_shape=cfg.fine_shape, output_voxel_mm=fine_mm,
         input_voxel_mm=cfg.input_voxel_mm, max_label=cfg.max_label,
         scaling_bounds=cfg.scaling_bounds, rotation_bounds_deg=cfg.rotation_bounds_deg,
         shearing_bounds=cfg.shearing_bounds, translation_bounds_mm=cfg.translation_bounds_mm,
         crop_jitter_mm=cfg.crop_jitter_mm, nonlin_std=cfg.nonlin_std,
-        nonlin_scale=cfg.nonlin_scale, seed=derived_seed(seed, 0),
-        name="deform_crop")([labels_in, center_in])
-    labels = RandomLeftRightFlip(cfg.flip_prob, cfg.max_label, seed=derived_seed(seed, 1),
-                                 name="flip")(labels)
-    labels = RandomHypothalamusMorph(
-        cfg.morph_prob, cfg.morph_mean_mm, cfg.morph_field_std_mm,
-        voxel_mm=cfg.output_voxel_mm, seed=derived_seed(seed, 6), name="morph")(labels)
-    image = RandomGMM(
+        nonlin_scale=cfg.nonlin_scale, seed=derived_seed(seed, 0), name="deform_crop")
+    layers["flip"] = RandomLeftRightFlip(cfg.flip_prob, cfg.max_label,
+                                         seed=derived_seed(seed, 1), name="flip")
+    layers["morph"] = RandomHypothalamusMorph(
+        cfg.morph_prob, cfg.morph_mean_mm, cfg.morph_field_std_mm, voxel_mm=fine_mm,
+        seed=derived_seed(seed, 6), name="morph")
+    layers["tie"] = (RandomTie(cfg.tie_classes[0][2], seed=derived_seed(seed, 7), name="tie")
+                     if shared_tie else None)
+    layers["resize"] = (RandomHypothalamusResize(
+        cfg.resize_prob, cfg.resize_max_fraction, cfg.resize_ventricle_prob,
+        max_steps=max(1, int(round(cfg.resize_max_mm / fine_mm))), seed=derived_seed(seed, 8),
+        name="resize") if cfg.resize_prob > 0 else None)
+    layers["neighbours"] = (RandomNeighbourResize(
+        cfg.neighbour_prob, max_steps=max(1, int(round(cfg.neighbour_max_mm / fine_mm))),
+        seed=derived_seed(seed, 9), name="neighbours") if cfg.neighbour_prob > 0 else None)
+    layers["gmm"] = RandomGMM(
         max_label=cfg.max_label, mean_range=cfg.mean_range, std_range=cfg.std_range,
         share_left_right=cfg.share_left_right, background_zero_prob=cfg.background_zero_prob,
         background_dark_prob=cfg.background_dark_prob,
         background_dark_max=cfg.background_dark_max,
         background_regions=cfg.background_regions,
-        background_region_scale=cfg.background_region_scale, voxel_ratio=ratio,
-        tie_classes=cfg.tie_classes, seed=derived_seed(seed, 2), name="gmm")(labels)
-    image = RandomBiasField(cfg.bias_std, cfg.bias_scale, voxel_ratio=ratio,
-                            seed=derived_seed(seed, 3), name="bias")(image)
-    image = RandomIntensity(cfg.clip_max, cfg.gamma_std, cfg.noise_std_max,
-                            seed=derived_seed(seed, 4), name="intensity")(image)
-    image = RandomResolution(
+        background_region_scale=cfg.background_region_scale,
+        voxel_ratio=fine_mm / cfg.input_voxel_mm, tie_classes=cfg.tie_classes,
+        noise_scale=float(s) ** 1.5, seed=derived_seed(seed, 2), name="gmm")
+    layers["pool"] = PoolImage(s, name="pool") if s > 1 else None
+    layers["bias"] = RandomBiasField(cfg.bias_std, cfg.bias_scale, voxel_ratio=ratio,
+                                     seed=derived_seed(seed, 3), name="bias")
+    layers["intensity"] = RandomIntensity(cfg.clip_max, cfg.gamma_std, cfg.noise_std_max,
+                                          seed=derived_seed(seed, 4), name="intensity")
+    layers["resolution"] = RandomResolution(
         voxel_mm=cfg.output_voxel_mm, prob_min_res=cfg.prob_min_res, prob_aniso=cfg.prob_aniso,
         max_res_iso=cfg.max_res_iso, max_res_aniso=cfg.max_res_aniso,
         random_thickness=cfg.random_thickness, blur_range=cfg.blur_range,
-        seed=derived_seed(seed, 5), name="resolution")(image)
-    image = MinMaxNormalise(name="normalise")(image)
-    outputs = {"image": image, "labels": labels,
-               "target": OneHotTargets(cfg.target, cfg.max_label, name="target")(labels)}
-    if cfg.distance_maps:
-        outputs["distance"] = HypothalamusDistance(cfg.output_voxel_mm, cfg.distance_max_mm,
-                                                   cfg.max_label, name="distance")(labels)
-    return keras.Model({"labels": labels_in, "center": center_in}, outputs,
-                       name="hsynex_generator")
+        prob_blur_only=cfg.prob_blur_only, seed=derived_seed(seed, 5), name="resolution")
+    layers["rician"] = (RandomRicianNoise(cfg.rician_std_max, seed=derived_seed(seed, 10),
+                                          name="rician") if cfg.rician_std_max > 0 else None)
+    layers["normalise"] = MinMaxNormalise(name="normalise")
+    if s > 1:
+        layers["labels_out"] = PoolLabels(s, name="pooled_labels")
+        layers["target"] = SoftTargets(cfg.target, cfg.max_label, s, name="target")
+        layers["distance"] = (PartialVolumeDistance(cfg.output_voxel_mm, cfg.distance_max_mm,
+                                                    cfg.max_label, s, name="distance")
+                              if cfg.distance_maps else None)
+    else:
+        layers["labels_out"] = None
+        layers["target"] = OneHotTargets(cfg.target, cfg.max_label, name="target")
+        layers["distance"] = (HypothalamusDistance(cfg.output_voxel_mm, cfg.distance_max_mm,
+                                                   cfg.max_label, name="distance")
+                              if cfg.distance_maps else None)
+    return layers
+
+
+def apply_generator_layers(layers: dict, cfg: GeneratorConfig, labels, center) -> dict:
+    """Call the ``generator_layers`` in the order of the method (symbolically or eagerly)."""
+    labels = layers["deform_crop"]([labels, center])
+    labels = layers["flip"](labels)
+    labels = layers["morph"](labels)
+    tie = layers["tie"](labels) if layers["tie"] is not None else None
+    if layers["resize"] is not None:
+        labels = layers["resize"]([labels, tie])
+    if layers["neighbours"] is not None:
+        labels = layers["neighbours"](labels)
+    image = layers["gmm"](labels if tie is None else [labels, tie])
+    return finish_image_and_targets(layers, cfg, image, labels)
+
+
+def finish_image_and_targets(layers: dict, cfg: GeneratorConfig, image, labels) -> dict:
+    """Pool (with ``supersample``), bias, intensity, resolution, Rician noise, normalisation;
+    and the targets of the (fine) ``labels``."""
+    for step in ("pool", "bias", "intensity", "resolution", "rician"):
+        if layers[step] is not None:  # None: off (or applied already, paired.py)
+            image = layers[step](image)
+    image = layers["normalise"](image)
+    out_labels = labels if layers["labels_out"] is None else layers["labels_out"](labels)
+    outputs = {"image": image, "labels": out_labels, "target": layers["target"](labels)}
+    if layers["distance"] is not None:
+        outputs["distance"] = layers["distance"](labels)
+    return outputs

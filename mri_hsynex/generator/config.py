@@ -55,6 +55,14 @@ class GeneratorConfig:
     morph_prob: float = 0.0  # probability per sample (0: off, as in SynthSeg)
     morph_mean_mm: float = 0.65  # mean surface offset U(-m, m) per side, mm
     morph_field_std_mm: float = 0.4  # sd of the smooth offset field at its nodes, mm
+    # --- render finer, then pool; resize with neighbours fixed and vice versa (hsynex, issue 13) --
+    supersample: int = 1  # labels, shape changes and GMM on an s-times finer grid, then pooled
+    resize_prob: float = 0.0  # probability of resizing the hypothalamus (generator/resize.py)
+    resize_max_fraction: float = 0.25  # relative volume change U(-m, m) per side
+    resize_ventricle_prob: float = 0.5  # ventricle kind, else ventral-DC kind (never if tied)
+    resize_max_mm: float = 2.0  # how far from the boundary voxels may change, mm
+    neighbour_prob: float = 0.0  # probability of resizing the neighbours (hypothalamus fixed)
+    neighbour_max_mm: float = 1.0  # their boundaries move by up to this, in fine-voxel steps
     # --- conditional GMM --------------------------------------------------------------------------
     mean_range: tuple[float, float] = (0.0, 250.0)
     std_range: tuple[float, float] = (0.0, 35.0)
@@ -82,6 +90,8 @@ class GeneratorConfig:
     max_res_aniso: float = 9.0  # mm (hsynex: 9 to cover 5-8 mm clinical slices plus gaps)
     random_thickness: bool = True  # slice thickness U(output voxel, resolution), else = resolution
     blur_range: float = 1.03  # blur sigma multiplied by U(1/b, b)
+    prob_blur_only: float = 0.0  # hsynex: blur (thickness U(r0, max_res_iso)), no downsampling
+    rician_std_max: float = 0.0  # hsynex: Rician noise std U(0, m) after resolution, [0, 1] image
     # --- targets ----------------------------------------------------------------------------------
     distance_maps: bool = True
     distance_max_mm: float = 8.0
@@ -105,7 +115,8 @@ class GeneratorConfig:
         if self.target not in TARGETS:
             raise HsynexError(f"generator config: target must be one of {TARGETS}, "
                               f"not {self.target!r}")
-        for name in ("morph_mean_mm", "morph_field_std_mm"):
+        for name in ("morph_mean_mm", "morph_field_std_mm", "resize_max_mm", "neighbour_max_mm",
+                     "rician_std_max"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:
                 raise HsynexError(f"generator config: {name} must be >= 0")
@@ -117,13 +128,17 @@ class GeneratorConfig:
                 raise HsynexError(f"generator config: {name} must be > 0")
             setattr(self, name, value)
         for name in ("flip_prob", "morph_prob", "background_zero_prob", "background_dark_prob",
-                     "prob_min_res", "prob_aniso"):
+                     "prob_min_res", "prob_aniso", "resize_prob", "resize_max_fraction",
+                     "resize_ventricle_prob", "neighbour_prob", "prob_blur_only"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise HsynexError(f"generator config: {name} must be in [0, 1]")
             setattr(self, name, value)
         if self.background_zero_prob + self.background_dark_prob > 1.0:
             raise HsynexError("generator config: background_zero_prob + background_dark_prob > 1")
+        if int(self.supersample) < 1 or int(self.supersample) > 4:
+            raise HsynexError("generator config: supersample must be 1, 2, 3 or 4")
+        self.supersample = int(self.supersample)
         if int(self.max_label) < 1 or int(self.max_label) > 65535:
             raise HsynexError("generator config: max_label must be in [1, 65535]")
         self.max_label = int(self.max_label)
@@ -142,6 +157,16 @@ class GeneratorConfig:
         if self.target == "stage2":
             return len(labels.STAGE2_CLASSES)
         return len(labels.LOCALISER_CLASS_NAMES)
+
+    @property
+    def fine_shape(self) -> tuple[int, int, int]:
+        """Shape of the grid the labels are drawn at (``supersample`` x the output shape)."""
+        return tuple(n * self.supersample for n in self.output_shape)
+
+    @property
+    def fine_voxel_mm(self) -> float:
+        """Voxel size (mm) of the grid the labels are drawn at."""
+        return self.output_voxel_mm / self.supersample
 
     @property
     def field_of_view_mm(self) -> tuple[float, float, float]:

@@ -42,9 +42,12 @@ class RandomLeftRightFlip(keras.layers.Layer):
         u = keras.random.uniform((batch_size,), 0.0, 1.0, seed=self.seed_generator)
         return {"flip": u < self.flip_prob}
 
-    def call(self, labels):
-        params = self.sample_parameters(ops.shape(labels)[0])
+    def apply(self, labels, params: dict):
+        """The deterministic half: ``flip_labels`` with given flips."""
         return flip_labels(labels, params["flip"], self.swap_lut)
+
+    def call(self, labels):
+        return self.apply(labels, self.sample_parameters(ops.shape(labels)[0]))
 
     def compute_output_spec(self, labels):
         return keras.KerasTensor(labels.shape, dtype="int32")

@@ -56,7 +56,7 @@ class RandomGMM(keras.layers.Layer):
                  background_dark_prob: float = 0.2, background_dark_max: float = 20.0,
                  background_regions: int = 4, background_region_scale: float = 0.08,
                  voxel_ratio: float = 1.0, tie_classes=((28, 801, 0.3),),
-                 seed: int | None = None, **kwargs):
+                 noise_scale: float = 1.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.max_label = int(max_label)
         self.mean_range = tuple(float(v) for v in mean_range)
@@ -69,6 +69,9 @@ class RandomGMM(keras.layers.Layer):
         self.background_region_scale = float(background_region_scale)
         self.voxel_ratio = float(voxel_ratio)  # output voxel / input voxel (for region sizes)
         self.tie_classes = tuple((int(a), int(b), float(p)) for a, b, p in tie_classes)
+        # multiplies the per-voxel noise: s^1.5 on an s-times finer grid keeps the class std
+        # after s x s x s pooling what it is at the output voxel
+        self.noise_scale = float(noise_scale)
         self.seed = seed
         self.seed_generator = seed_generator(seed)
         lut = label_tables.generation_class_lut(self.max_label, self.share_left_right)
@@ -83,18 +86,22 @@ class RandomGMM(keras.layers.Layer):
             mask[k] = 1.0
         self.background_mask = ops.convert_to_tensor(mask, dtype="float32")
 
-    def sample_parameters(self, batch_size: int, shape: tuple[int, int, int]) -> dict:
+    def sample_parameters(self, batch_size: int, shape: tuple[int, int, int], tie=None) -> dict:
         """``means``/``stds`` (B, K) per generation class (background modes and ties applied),
-        ``regions`` (B, *shape, R) smooth noise or None, ``normal`` (B, *shape)."""
+        ``regions`` (B, *shape, R) smooth noise or None, ``normal`` (B, *shape). ``tie`` (B,)
+        float 1/0, when given, decides the first ``tie_classes`` row instead of its own draw
+        (``resize.RandomTie``: shared with the hypothalamus resizing)."""
         b, k, sg = batch_size, self.n_classes, self.seed_generator
         uniform = keras.random.uniform
         means = uniform((b, k), *self.mean_range, seed=sg)
         stds = uniform((b, k), *self.std_range, seed=sg)
-        for source, tied, p in self._ties:
-            tie = uniform((b, 1), 0.0, 1.0, seed=sg) < p
+        for row, (source, tied, p) in enumerate(self._ties):
+            is_tied = uniform((b, 1), 0.0, 1.0, seed=sg) < p
+            if row == 0 and tie is not None:
+                is_tied = ops.reshape(ops.convert_to_tensor(tie) > 0.5, (-1, 1))
             column = ops.one_hot(ops.convert_to_tensor([tied]), k) > 0.5  # (1, K)
-            means = ops.where(tie & column, means[:, source:source + 1], means)
-            stds = ops.where(tie & column, stds[:, source:source + 1], stds)
+            means = ops.where(is_tied & column, means[:, source:source + 1], means)
+            stds = ops.where(is_tied & column, stds[:, source:source + 1], stds)
         mode = uniform((b, 1), 0.0, 1.0, seed=sg)
         zero = ops.cast(mode < self.background_zero_prob, "float32")
         dark = ops.cast(mode < self.background_zero_prob + self.background_dark_prob,
@@ -114,14 +121,20 @@ class RandomGMM(keras.layers.Layer):
         normal = keras.random.normal((b, *shape), seed=sg)
         return {"means": means, "stds": stds, "regions": regions, "normal": normal}
 
-    def call(self, labels):
-        shape = tuple(int(n) for n in labels.shape[1:4])
-        params = self.sample_parameters(ops.shape(labels)[0], shape)
+    def apply(self, labels, params: dict):
+        """The deterministic half: the image of ``labels`` with given parameters."""
         classes = generation_classes(labels, self.class_lut, self.n_label_classes,
                                      params["regions"])
-        return gmm_image(classes, params["means"], params["stds"], params["normal"])
+        return gmm_image(classes, params["means"], params["stds"],
+                         params["normal"] * self.noise_scale)
 
-    def compute_output_spec(self, labels):
+    def call(self, inputs):
+        labels, tie = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        shape = tuple(int(n) for n in labels.shape[1:4])
+        return self.apply(labels, self.sample_parameters(ops.shape(labels)[0], shape, tie))
+
+    def compute_output_spec(self, inputs):
+        labels = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         return keras.KerasTensor(labels.shape, dtype="float32")
 
     def get_config(self) -> dict:
@@ -136,4 +149,6 @@ class RandomGMM(keras.layers.Layer):
             background_region_scale=self.background_region_scale,
             voxel_ratio=self.voxel_ratio,
             tie_classes=[list(t) for t in self.tie_classes], seed=self.seed)
+        if self.noise_scale != 1.0:
+            config["noise_scale"] = self.noise_scale
         return config

@@ -52,10 +52,13 @@ class RandomIntensity(keras.layers.Layer):
             noise = ops.zeros((batch_size, *shape))
         return {"gamma": gamma, "noise": noise}
 
+    def apply(self, image, params: dict):
+        """The deterministic half: ``augment_intensity`` with given parameters."""
+        return augment_intensity(image, params["gamma"], params["noise"], self.clip_max)
+
     def call(self, image):
         shape = tuple(int(n) for n in image.shape[1:4])
-        params = self.sample_parameters(ops.shape(image)[0], shape)
-        return augment_intensity(image, params["gamma"], params["noise"], self.clip_max)
+        return self.apply(image, self.sample_parameters(ops.shape(image)[0], shape))
 
     def compute_output_spec(self, image):
         return keras.KerasTensor(image.shape, dtype="float32")

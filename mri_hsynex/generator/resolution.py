@@ -73,7 +73,7 @@ class RandomResolution(keras.layers.Layer):
     def __init__(self, voxel_mm: float = 1.0, prob_min_res: float = 0.05,
                  prob_aniso: float = 0.9, max_res_iso: float = 4.0, max_res_aniso: float = 9.0,
                  random_thickness: bool = True, blur_range: float = 1.03,
-                 seed: int | None = None, **kwargs):
+                 prob_blur_only: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.voxel_mm = float(voxel_mm)
         self.prob_min_res = float(prob_min_res)
@@ -82,6 +82,10 @@ class RandomResolution(keras.layers.Layer):
         self.max_res_aniso = float(max_res_aniso)
         self.random_thickness = bool(random_thickness)
         self.blur_range = float(blur_range)
+        # hsynex: with this probability the sample keeps the output resolution but is blurred
+        # (thickness U(r0, max_res_iso) per axis): a blur that comes without a downsampling, as
+        # in scans resampled to 1 mm or reconstructed with smoothing
+        self.prob_blur_only = float(prob_blur_only)
         self.seed = seed
         self.seed_generator = seed_generator(seed)
 
@@ -106,13 +110,21 @@ class RandomResolution(keras.layers.Layer):
         blur = ops.exp(uniform((b, 3), -log_b, log_b, seed=sg)) if log_b > 0 \
             else ops.ones((b, 3))
         phase = uniform((b, 3), 0.0, 1.0, seed=sg)
+        if self.prob_blur_only > 0:  # extra draws only when on: the default stream is unchanged
+            blur_only = uniform((b, 1), 0.0, 1.0, seed=sg) < self.prob_blur_only
+            blur_thickness = uniform((b, 3), r0, max(r0, self.max_res_iso), seed=sg)
+            res = ops.where(blur_only, r0 * ops.ones((b, 3)), res)
+            thickness = ops.where(blur_only, blur_thickness, thickness)
         return {"resolution_mm": res, "thickness_mm": thickness, "phase": phase,
                 "blur_scale": blur}
 
+    def apply(self, image, params: dict):
+        """The deterministic half: ``degrade_resolution`` with given parameters."""
+        return degrade_resolution(image, params["resolution_mm"], params["thickness_mm"],
+                                  params["phase"], params["blur_scale"], self.voxel_mm)
+
     def call(self, image):
-        p = self.sample_parameters(ops.shape(image)[0])
-        return degrade_resolution(image, p["resolution_mm"], p["thickness_mm"], p["phase"],
-                                  p["blur_scale"], self.voxel_mm)
+        return self.apply(image, self.sample_parameters(ops.shape(image)[0]))
 
     def compute_output_spec(self, image):
         return keras.KerasTensor(image.shape, dtype="float32")
@@ -123,4 +135,6 @@ class RandomResolution(keras.layers.Layer):
                       prob_aniso=self.prob_aniso, max_res_iso=self.max_res_iso,
                       max_res_aniso=self.max_res_aniso, random_thickness=self.random_thickness,
                       blur_range=self.blur_range, seed=self.seed)
+        if self.prob_blur_only > 0:
+            config["prob_blur_only"] = self.prob_blur_only
         return config

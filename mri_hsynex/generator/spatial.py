@@ -166,11 +166,14 @@ class RandomDeformCrop(keras.layers.Layer):
             params["elastic"] = std * keras.random.normal((b, *self.grid_shape, 3), seed=sg)
         return params
 
-    def call(self, inputs):
+    def apply(self, inputs, params: dict):
+        """The deterministic half: ``deform_and_crop`` with given parameters."""
         labels, center = inputs
-        params = self.sample_parameters(ops.shape(labels)[0])
         return deform_and_crop(labels, center, params, self.out_shape, self.output_voxel_mm,
                                self.input_voxel_mm, self.max_label)
+
+    def call(self, inputs):
+        return self.apply(inputs, self.sample_parameters(ops.shape(inputs[0])[0]))
 
     def compute_output_spec(self, inputs):
         labels = inputs[0]

@@ -133,7 +133,8 @@ class Segmenter:
 
         x = crop_image[None, ..., None]
         batch = np.concatenate([x, x[:, ::-1]], axis=0)
-        out1, out2 = run_cascade(self.networks.stage1, self.networks.stage2, batch)
+        mode = self.networks.settings.get("cascade_mode", "independent")  # model.json
+        out1, out2 = run_cascade(self.networks.stage1, self.networks.stage2, batch, mode)
         whole = 0.5 * (out1[0, ..., STAGE1_POSTERIOR] + out1[1, ::-1, ..., STAGE1_POSTERIOR])
         return whole.astype(np.float32), merge_flip_tta(out2[0], out2[1]).astype(np.float32)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import HsynexError
 
-NETWORKS = ("cascade", "localiser")
+NETWORKS = ("cascade", "localiser", "stage1")
 
 
 @dataclass
@@ -16,7 +16,8 @@ class TrainConfig:
     """What ``mri_hsynex train`` trains and how.
 
     ``network`` "cascade": stage 1 + stage 2 trained together from one synthetic image per step;
-    "localiser": the whole-head network at low resolution.
+    "localiser": the whole-head network at low resolution; "stage1": stage 1 alone (issue 13's
+    stage-1-centred experiments; export replaces only ``stage1.keras``).
     ``holdout``: substrings of label-map file names kept out of training; the fixed validation
     set is synthesised from them.
     """
@@ -39,6 +40,17 @@ class TrainConfig:
     require_labels: list = field(default_factory=list)
     distance_weight: float = 1.0
     ce_weight: float = 1.0
+    # --- issue 13 (all off by default: the shipped training) ---------------------------------
+    # "independent" (stage 2's softmax) or "product" (stage 1's posterior x stage 2's subunit
+    # distribution, trained that way and written to model.json for inference)
+    cascade_mode: str = "independent"
+    stage1_ce_weight: float = 0.0  # cross-entropy beside stage 1's Dice (0: Dice + distance)
+    volume_weight: float = 0.0  # soft-volume error term, both stages
+    pair_weight: float = 0.0  # > 0: batches of same-seed pairs and the volume-difference term
+    min_volume: float = 50.0  # voxels added to true volumes in the relative volume terms
+    mixed_precision: bool = False  # build the networks under the mixed_bfloat16 policy
+    sensitivity_pairs: int = 0  # > 0: paired-sensitivity pairs in validation (and its score)
+    sensitivity_score_weight: float = 0.5  # score = subunit Dice + w x min(sensitivity, 1)
     jit_compile: bool = False
     notes: str = ""
 
@@ -54,6 +66,9 @@ class TrainConfig:
         cfg = cls(**d)
         if cfg.network not in NETWORKS:
             raise HsynexError(f"network must be one of {NETWORKS}, not {cfg.network!r}", source)
+        if cfg.cascade_mode not in ("independent", "product"):
+            raise HsynexError("cascade_mode must be 'independent' or 'product', not "
+                              f"{cfg.cascade_mode!r}", source)
         return cfg
 
     @classmethod

@@ -44,8 +44,14 @@ def export_run(run_dir: str | Path, model_dir: str | Path,
     settings_path = model_dir / MODEL_SETTINGS_FILE
     settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
     settings["hsynex_version"] = __version__
+    if cfg.network in ("cascade", "stage1"):  # how run_cascade combines the stages (issue 13)
+        if cfg.cascade_mode != "independent":
+            settings["cascade_mode"] = cfg.cascade_mode
+        else:
+            settings.pop("cascade_mode", None)
     settings.setdefault("networks", {})
-    names = ["stage1", "stage2"] if cfg.network == "cascade" else ["localiser"]
+    names = {"cascade": ["stage1", "stage2"], "stage1": ["stage1"]}.get(cfg.network,
+                                                                        ["localiser"])
     written = []
     for name in names:
         unet_cfg = UNetConfig.from_dict(getattr(cfg, name))

@@ -86,24 +86,54 @@ class Trainer:
         (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
 
     # --- model -----------------------------------------------------------------------------------
+    def _uses_volume_losses(self) -> bool:
+        c = self.cfg
+        return bool(c.stage1_ce_weight or c.volume_weight or c.pair_weight)
+
+    def _losses(self):
+        from ..models.losses import DiceCrossEntropy, DiceDistance, VolumeAwareLoss
+
+        c = self.cfg
+        if c.network == "localiser":
+            return DiceCrossEntropy(c.ce_weight)
+        if not self._uses_volume_losses():
+            losses = {"stage1": DiceDistance(2, self.gen_cfg.distance_max_mm, c.distance_weight),
+                      "stage2": DiceCrossEntropy(c.ce_weight)}
+        else:
+            losses = {"stage1": VolumeAwareLoss(2, 1.0, c.stage1_ce_weight, c.volume_weight,
+                                                c.pair_weight, c.distance_weight,
+                                                self.gen_cfg.distance_max_mm, c.min_volume),
+                      "stage2": VolumeAwareLoss(11, 1.0, c.ce_weight, c.volume_weight,
+                                                c.pair_weight, 0.0, min_volume=c.min_volume)}
+        if c.network == "stage1":
+            del losses["stage2"]
+        return losses
+
     def _build(self):
         import keras
 
-        from ..models.cascade import build_cascade_for_training
-        from ..models.losses import DiceCrossEntropy, DiceDistance
+        from ..models.cascade import build_cascade_for_training, build_stage1_for_training
         from ..models.unet import UNetConfig, build_unet
 
         optimizer = keras.optimizers.Adam(self.cfg.learning_rate)
-        if self.cfg.network == "cascade":
-            model = build_cascade_for_training(UNetConfig.from_dict(self.cfg.stage1),
-                                               UNetConfig.from_dict(self.cfg.stage2))
-            losses = {"stage1": DiceDistance(2, self.gen_cfg.distance_max_mm,
-                                             self.cfg.distance_weight),
-                      "stage2": DiceCrossEntropy(self.cfg.ce_weight)}
-        else:
-            model = build_unet(UNetConfig.from_dict(self.cfg.localiser))
-            losses = DiceCrossEntropy(self.cfg.ce_weight)
-        model.compile(optimizer=optimizer, loss=losses, jit_compile=self.cfg.jit_compile)
+        # bfloat16 compute only inside the networks (their outputs are float32); the generator
+        # and everything built later stay float32
+        previous = keras.config.dtype_policy()
+        if self.cfg.mixed_precision:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            if self.cfg.network == "cascade":
+                model = build_cascade_for_training(UNetConfig.from_dict(self.cfg.stage1),
+                                                   UNetConfig.from_dict(self.cfg.stage2),
+                                                   self.cfg.cascade_mode)
+            elif self.cfg.network == "stage1":
+                model = build_stage1_for_training(UNetConfig.from_dict(self.cfg.stage1))
+            else:
+                model = build_unet(UNetConfig.from_dict(self.cfg.localiser))
+        finally:
+            keras.config.set_dtype_policy(previous)
+        model.compile(optimizer=optimizer, loss=self._losses(),
+                      jit_compile=self.cfg.jit_compile)
         return model
 
     def _load_or_build(self, resume: bool, init_dir):
@@ -126,7 +156,8 @@ class Trainer:
         """Start from the weights of already trained networks (e.g. the shipped ``models/``)."""
         import keras
 
-        names = ["stage1", "stage2"] if self.cfg.network == "cascade" else ["localiser"]
+        names = {"cascade": ["stage1", "stage2"], "stage1": ["stage1"]}.get(self.cfg.network,
+                                                                            ["localiser"])
         for name in names:
             path = init_dir / f"{name}.keras"
             if not path.exists():
@@ -136,11 +167,26 @@ class Trainer:
             target.set_weights(trained.get_weights())
 
     # --- data ------------------------------------------------------------------------------------
-    def _batch(self, generator, source) -> tuple[np.ndarray, object]:
+    def _pair_renderer(self):
+        from ..generator.paired import PairRenderer
+
+        if getattr(self, "_pairs", None) is None:
+            self._pairs = PairRenderer(self.gen_cfg, seed=self.seed + 15485863
+                                       + 104729 * self.state["step"])
+            self._pair_rng = np.random.default_rng(self.seed + 31 * self.state["step"])
+        return self._pairs
+
+    def _batch(self, generator, source, pairs: bool = False) -> tuple[np.ndarray, object]:
         import keras
 
         labels, center = source.sample()  # the block of the map the generator can reach
-        out = generator({"labels": labels, "center": center}, training=True)
+        if pairs:  # two samples, identical but for the hypothalamus' size
+            renderer = self._pair_renderer()
+            m = self.gen_cfg.resize_max_fraction
+            fractions = self._pair_rng.uniform(-m, m, (2, 2)).astype(np.float32)
+            out = renderer.render(labels, center, fractions)
+        else:
+            out = generator({"labels": labels, "center": center}, training=True)
         image = keras.ops.convert_to_numpy(out["image"]).astype(np.float32)
         target = keras.ops.convert_to_numpy(out["target"]).astype(np.float32)
         if self.cfg.network == "localiser":
@@ -148,6 +194,8 @@ class Trainer:
         distance = keras.ops.convert_to_numpy(out["distance"]).astype(np.float32)
         background = target[..., :1]
         stage1 = np.concatenate([background, 1.0 - background, distance], axis=-1)
+        if self.cfg.network == "stage1":
+            return image, {"stage1": stage1}
         return image, {"stage1": stage1, "stage2": target}
 
     def validation_set(self) -> dict[str, np.ndarray]:
@@ -165,7 +213,12 @@ class Trainer:
         images, truths = [], []
         for _ in range(self.cfg.n_validation):
             image, target = self._batch(generator, source)
-            truth = target if self.cfg.network == "localiser" else target["stage2"]
+            if self.cfg.network == "localiser":
+                truth = target
+            elif self.cfg.network == "cascade":
+                truth = target["stage2"]
+            else:  # stage 1 alone: background / hypothalamus
+                truth = target["stage1"][..., :2]
             images.append(image[0])
             truths.append(np.argmax(truth[0], axis=-1).astype(np.uint8))
         data = {"images": np.stack(images), "truth": np.stack(truths)}
@@ -173,27 +226,80 @@ class Trainer:
             np.savez_compressed(open(tmp, "wb"), **data)
         return data
 
+    def sensitivity_pairs(self) -> dict[str, np.ndarray]:
+        """The fixed same-seed pairs of the paired-sensitivity check (made once from the
+        held-out maps: ``cfg.sensitivity_pairs`` seeds per map, 20 % shrinkage of both kinds;
+        ``validate.generator_probe``)."""
+        path = self.run_dir / "sensitivity_pairs.npz"
+        if path.exists():
+            return dict(np.load(path))
+        from ..validate.generator_probe import probe_config, render_pairs
+
+        cfg = probe_config(self.cfg.generator)
+        pairs = render_pairs(cfg, self.held_paths or [self.source.paths[0]],
+                             range(self.cfg.sensitivity_pairs))
+        data = {"images": np.stack([p.images for p in pairs]),
+                "true": np.stack([p.true_mm3 for p in pairs]),
+                "kind": np.array([p.kind for p in pairs])}
+        with atomic_path(path) as tmp:
+            np.savez_compressed(open(tmp, "wb"), **data)
+        return data
+
+    def paired_sensitivity(self) -> dict[str, float]:
+        """Mean paired sensitivity (stage 1 soft volume, cascade soft volume) per kind."""
+        from ..validate.generator_probe import KIND_NAMES, measure_volumes
+
+        data = self.sensitivity_pairs()
+        stage1 = self.model.get_layer("stage1")
+        stage2 = self.model.get_layer("stage2") if self.cfg.network == "cascade" else None
+        out: dict[str, list] = {}
+        for images, true, kind in zip(data["images"], data["true"], data["kind"]):
+            volumes = measure_volumes(stage1, stage2, images, self.cfg.cascade_mode)
+            true_change = true[1] / true[0] - 1.0
+            for name in ("stage1_soft", "cascade_soft") if stage2 is not None else ("stage1_soft",):
+                v = volumes[name]
+                value = (v[1] / v[0] - 1.0) / true_change if v[0] > 0 else np.nan
+                out.setdefault(f"sens_{KIND_NAMES[int(kind)]}_{name}", []).append(value)
+        return {k: float(np.nanmean(v)) for k, v in out.items()}
+
     def validate(self) -> dict[str, float]:
-        """Hard Dice on the fixed validation set; ``score`` decides the best checkpoint."""
+        """Hard Dice on the fixed validation set (and, with ``sensitivity_pairs``, the paired
+        sensitivity); ``score`` decides the best checkpoint."""
         from ..models.losses import dice_per_class
 
         data = self.validation_set()
         per_image = []
         for image, truth in zip(data["images"], data["truth"]):
             pred = self.model.predict_on_batch(image[None])
-            probs = pred if self.cfg.network == "localiser" else pred["stage2"]
+            if self.cfg.network == "localiser":
+                probs = pred
+            elif self.cfg.network == "cascade":
+                probs = pred["stage2"]
+            else:
+                probs = np.asarray(pred["stage1"])[..., :2]
             labels = np.argmax(np.asarray(probs)[0], axis=-1)
             localiser = self.cfg.network == "localiser"
             n = len(LOCALISER_CLASS_NAMES) if localiser else len(STAGE2_CLASSES)
+            if self.cfg.network == "stage1":
+                n = 2
             dice = dice_per_class(truth, labels, n)
-            if self.cfg.network == "cascade":
+            if self.cfg.network in ("cascade", "stage1"):
                 whole = dice_per_class(truth > 0, labels > 0, 2)[1]
                 dice = np.append(dice, whole)
             per_image.append(dice)
         dice = np.nanmean(np.array(per_image), axis=0)
-        if self.cfg.network == "cascade":
+        if self.cfg.network in ("cascade", "stage1"):
             result = {"dice_whole": float(dice[-1]), "dice_subunits": float(np.nanmean(dice[1:-1]))}
-            result["score"] = result["dice_subunits"]
+            if self.cfg.network == "stage1":
+                result = {"dice_whole": float(dice[-1])}
+            result["score"] = result.get("dice_subunits", result["dice_whole"])
+            if self.cfg.sensitivity_pairs > 0:
+                sens = self.paired_sensitivity()
+                result.update(sens)
+                owner = "cascade_soft" if self.cfg.network == "cascade" else "stage1_soft"
+                cascade = np.nanmean([v for k, v in sens.items() if k.endswith(owner)])
+                result["score"] += self.cfg.sensitivity_score_weight * float(
+                    np.clip(cascade, 0.0, 1.0))
         else:
             result = {f"dice_{LOCALISER_CLASS_NAMES[c]}": float(dice[c])
                       for c in range(1, len(LOCALISER_CLASS_NAMES))}
@@ -250,7 +356,7 @@ class Trainer:
                    desc=self.cfg.network, dynamic_ncols=True)
         t_last = time.time()
         for step in range(start + 1, total + 1):
-            x, y = self._batch(self.generator, self.source)
+            x, y = self._batch(self.generator, self.source, pairs=self.cfg.pair_weight > 0)
             losses = self.model.train_on_batch(x, y, return_dict=True)
             now = time.time()
             self.state["seconds"] += now - t_last
