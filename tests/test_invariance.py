@@ -8,6 +8,7 @@ evidence, and slow runs with the shipped networks on a real scan (skipped withou
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import nibabel as nib
@@ -24,6 +25,11 @@ from mri_hsynex.validate import invariance as inv
 AXCODES = ["".join(p) for p in itertools.product("LR", "PA", "IS")]
 LAYOUTS = sorted({"".join(c[i] for i in perm) for c in AXCODES
                   for perm in itertools.permutations(range(3))})
+
+
+@functools.lru_cache(maxsize=1)
+def _non_brain_images():
+    return inv.non_brain_images()
 
 
 def _head(shape=(24, 28, 20), seed=0) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +152,31 @@ def test_intensity_rescaling_and_data_type_do_not_change_the_volumes(variant, se
         assert result.volumes[label][1] == pytest.approx(soft, rel=5e-3, abs=0.5), label
 
 
+@pytest.mark.backend
+@pytest.mark.parametrize("degrees,axis", [(20.0, 0), (30.0, 1), (-25.0, 2)])
+def test_same_voxels_with_an_oblique_affine_give_the_same_volumes(degrees, axis, segmenter,
+                                                                    tmp_path):
+    # the crop follows the scan's own axes: a tilted affine gives the same crop, labels that
+    # move with the head in world space, and the same volumes
+    image, affine = _head((36, 40, 32))
+    ref = segmenter.segment(inv.write_variant(tmp_path / "ref.nii.gz", image, affine,
+                                              {"dtype": "float32"}))
+    tilted = inv.rotate_affine(affine, image.shape, degrees, axis)
+    result = segmenter.segment(inv.write_variant(tmp_path / "t.nii.gz", image, tilted,
+                                                 {"dtype": "float32"}))
+    # 1.3 mm voxels: the 1 mm crop interpolates, so float rounding of the tilted grid may move a
+    # few values by ~1e-6 (on the real 1 mm scan the copy is exact: docs/segment.md)
+    for label, (_, soft) in ref.volumes.items():
+        assert result.volumes[label][1] == pytest.approx(soft, rel=5e-3, abs=0.5), label
+    # the tilted file holds the same voxels: labels that move with the head in world space are
+    # the same labels voxel for voxel (random networks spread near-equal posteriors over the
+    # subunits, so float rounding flips a few arg-maxes; a geometry error flips most)
+    a, b = np.asarray(ref.seg), np.asarray(result.seg)
+    labelled = (a > 0) | (b > 0)
+    assert labelled.sum() > 0 and (a == b)[labelled].mean() >= 0.9
+    assert ((a > 0) == (b > 0)).mean() >= 0.99
+
+
 def test_invariance_table_lists_every_variant(segmenter, tmp_path):
     image, affine = _head((36, 40, 32))
     scan = inv.write_variant(tmp_path / "scan.nii.gz", image, affine, {"dtype": "float32"})
@@ -213,18 +244,19 @@ def test_a_brain_looks_like_a_brain_in_any_contrast_and_position(transform):
     assert evidence["looks_like_brain"], evidence
 
 
-@pytest.mark.parametrize("name", list(inv.non_brain_images()))
+@pytest.mark.parametrize("name", ["uniform noise 96^3", "constant with noise 128^3",
+                                  "cylinder phantom (grid and rods)",
+                                  "spherical phantom with inserts",
+                                  "head-sized ellipsoid of random texture"])
 def test_non_brain_images_do_not_look_like_a_brain(name):
     from mri_hsynex.predict.brain_check import template_evidence
 
     _template_image()
-    data, affine = inv.non_brain_images()[name]
+    data, affine = _non_brain_images()[name]
     image, grid = _coarse(data, affine)
     centre = grid.world((np.array(grid.shape) - 1) / 2)  # wherever a localiser would point
     for shift in ([0, 0, 0], [0, 20, 0]):
         evidence = template_evidence(image, grid, centre + shift)
-        if "body-like" in name:  # refused for its size instead (see brain_check's docstring)
-            continue
         assert not evidence["looks_like_brain"], (name, evidence)
 
 
@@ -275,16 +307,17 @@ def test_real_scan_same_volumes_in_any_layout_and_scaling(shipped, real_scan, tm
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_real_scan_oblique_within_three_percent(shipped, real_scan, tmp_path):
-    rows = inv.run_invariance(real_scan, shipped, inv.oblique_variants((10.0, 20.0)), tmp_path)
+    variants = inv.oblique_variants((10.0, 30.0)) + inv.oblique_variants((20.0,), (1,))
+    rows = inv.run_invariance(real_scan, shipped, variants, tmp_path)
     for row in rows[1:]:
-        assert abs(row.change[0]) <= 3.0, row
+        assert max(abs(c) for c in row.change) <= 3.0, row
 
 
 @pytest.mark.slow
 def test_shipped_pipeline_refuses_every_non_brain_image(tmp_path, capsys):
     from mri_hsynex.cli import segment
 
-    for k, (name, (data, affine)) in enumerate(inv.non_brain_images().items()):
+    for k, (name, (data, affine)) in enumerate(_non_brain_images().items()):
         scan = inv.write_variant(tmp_path / f"x{k}.nii.gz", data, affine, {"dtype": "float32"})
         out = tmp_path / f"out{k}"
         out.mkdir()
@@ -305,7 +338,7 @@ def test_batch_lists_a_non_brain_scan_as_failed_and_goes_on(real_scan, tmp_path,
     scans = tmp_path / "scans"
     scans.mkdir()
     (scans / "brain.mgz").symlink_to(real_scan)
-    data, affine = inv.non_brain_images()["uniform noise 96^3"]
+    data, affine = _non_brain_images()["uniform noise 96^3"]
     inv.write_variant(scans / "noise.nii.gz", data, affine, {"dtype": "float32"})
     rc = segment.main(["--i", str(scans), "--o", str(tmp_path / "segs"), "--vol",
                        str(tmp_path / "v.csv"), "--threads", "2"])

@@ -49,17 +49,34 @@ def round_up(n: int, divisor: int) -> int:
     return int(-(-int(n) // divisor) * divisor)
 
 
+def frame(grid: Grid) -> np.ndarray:
+    """The rotation (3x3, columns = unit axes in world) nearest to ``grid``'s voxel axes: the
+    identity for a scan whose axes are RAS (after ``canonical_axes``), the tilt of an oblique
+    one."""
+    axes = grid.affine[:3, :3] / grid.voxel_mm
+    u, _, vt = np.linalg.svd(axes)
+    rotation = u @ vt
+    if np.linalg.det(rotation) < 0:  # a left-handed scan: keep the nearest proper frame
+        rotation = u @ np.diag([1.0, 1.0, -1.0]) @ vt
+    return np.eye(3) if np.allclose(rotation, np.eye(3), atol=1e-9) else rotation
+
+
 def ras_grid(centre_world: np.ndarray, voxel_mm: float, shape: tuple[int, int, int],
              snap_to: Grid | None = None) -> Grid:
-    """An axis-aligned RAS grid of ``shape`` voxels of ``voxel_mm`` centred on ``centre_world``.
+    """A grid of ``shape`` voxels of ``voxel_mm`` centred on ``centre_world``, its axes along
+    R, A, S.
 
-    With ``snap_to`` (the scan's grid), the centre is moved by less than one scan voxel so that
-    model voxels fall on scan voxel centres whenever the scan is axis-aligned with the same voxel
-    size (sampling is then exact, without interpolation blur).
+    With ``snap_to`` (the scan's grid, voxel axes in RAS order), the axes follow the scan's own
+    (``frame``: RAS for a straight scan, tilted with an oblique one) and the centre is moved by
+    less than one scan voxel so that model voxels fall on scan voxel centres whenever the voxel
+    sizes match: sampling is then an exact copy, without interpolation blur, and the same voxels
+    written with an oblique affine give the same crop (issue 12).
     """
     shape = tuple(int(n) for n in shape)
-    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
-    affine[:3, 3] = np.asarray(centre_world, float) - voxel_mm * (np.asarray(shape) - 1) / 2
+    rotation = np.eye(3) if snap_to is None else frame(snap_to)
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * voxel_mm
+    affine[:3, 3] = np.asarray(centre_world, float) - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
     if snap_to is not None:
         origin_in_scan = snap_to.voxel(affine[:3, 3])
         affine[:3, 3] = snap_to.world(np.round(origin_in_scan))
@@ -68,13 +85,14 @@ def ras_grid(centre_world: np.ndarray, voxel_mm: float, shape: tuple[int, int, i
 
 def bounding_grid(grid: Grid, voxel_mm: float, divisor: int = 1,
                   snap_to: Grid | None = None) -> Grid:
-    """The RAS grid of ``voxel_mm`` voxels covering ``grid``'s world box, each side a multiple of
-    ``divisor`` (centred on the box; ``snap_to`` as in ``ras_grid``)."""
-    corners = grid.corners_world()
+    """The grid of ``voxel_mm`` voxels covering ``grid``'s box, each side a multiple of
+    ``divisor`` (centred on the box; axes and ``snap_to`` as in ``ras_grid``)."""
+    rotation = np.eye(3) if snap_to is None else frame(snap_to)
+    corners = grid.corners_world() @ rotation  # in the grid's own frame
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     shape = tuple(round_up(int(np.floor((h - lo_) / voxel_mm)) + 1, divisor)
                   for lo_, h in zip(lo, hi))
-    return ras_grid((lo + hi) / 2, voxel_mm, shape, snap_to=snap_to)
+    return ras_grid(rotation @ ((lo + hi) / 2), voxel_mm, shape, snap_to=snap_to)
 
 
 def sub_grid(grid: Grid, start: tuple[int, int, int], shape: tuple[int, int, int]) -> Grid:

@@ -17,11 +17,13 @@ import numpy as np
 
 from ..errors import HsynexError
 from ..labels import THIRD_VENTRICLE, VENTRAL_DC_IDS
-from .grid import Grid, bounding_grid, overlaps, round_up, sample, sub_grid
+from .grid import Grid, bounding_grid, frame, overlaps, round_up, sample, sub_grid
 from .postprocess import largest_component
 
 REGION_LABELS = VENTRAL_DC_IDS + (THIRD_VENTRICLE,)
-HYPOTHALAMUS_OFFSET_MM = np.array([0.0, 10.8, -0.7])  # RAS, from the VDC+3V centroid
+# From the VDC+3V centroid, along the scan's own R, A, S axes (``grid.frame``: the world's for a
+# straight scan), so that a head scanned obliquely gets the same crop.
+HYPOTHALAMUS_OFFSET_MM = np.array([0.0, 10.8, -0.7])
 # Localiser channels (labels.LOCALISER_CLASS_NAMES): 2/3 ventral DCs, 4 third ventricle.
 LOCALISER_REGION_CHANNELS = (2, 3, 4)
 MIN_BRAIN_MM3 = 100_000.0  # 100 cm3: less than this is not a brain scan we can segment
@@ -85,7 +87,8 @@ def localise_from_aseg(aseg: np.ndarray, aseg_grid: Grid, image_grid: Grid,
     ventricle = aseg == THIRD_VENTRICLE
     centre = centroid_world(region, image_grid)
     voxel_mm3 = float(abs(np.linalg.det(image_grid.affine[:3, :3])))
-    return Localisation(centre + HYPOTHALAMUS_OFFSET_MM, region, image_grid, "aseg",
+    return Localisation(centre + frame(image_grid) @ HYPOTHALAMUS_OFFSET_MM, region, image_grid,
+                        "aseg",
                         {"resampled_aseg": not same_grid,
                          "region_mm3": float(region.sum() * voxel_mm3),
                          "region_centroid_ras_mm": [float(v) for v in centre]},
@@ -176,7 +179,7 @@ def localise_with_network(image: np.ndarray, image_grid: Grid, localiser, voxel_
     if not evidence["is_brain"]:
         raise HsynexError(f"{NO_BRAIN}: {evidence['reason']}", image_path)
     centre = centroid_world(region, grid)
-    return Localisation(centre + HYPOTHALAMUS_OFFSET_MM, region, grid, "localiser",
+    return Localisation(centre + frame(grid) @ HYPOTHALAMUS_OFFSET_MM, region, grid, "localiser",
                         {**evidence, "grid_shape": list(grid.shape), "voxel_mm": voxel_mm,
                          "region_centroid_ras_mm": [float(v) for v in centre]})
 

@@ -68,7 +68,9 @@ class SegmentationResult:
         coarser than model voxels (partial voluming instead of point sampling)."""
         from scipy import ndimage
 
-        extent = np.abs(self.image_grid.affine[:3, :3]).sum(axis=1)  # per world axis, mm
+        axes = self.crop_grid.affine[:3, :3] / self.crop_grid.voxel_mm
+        # an input voxel's extent along each model-grid axis, mm
+        extent = np.abs(axes.T @ self.image_grid.affine[:3, :3]).sum(axis=1)
         size = np.maximum(np.rint(extent / self.crop_grid.voxel_mm).astype(int), 1)
         if np.all(size <= 1):
             return self.posteriors
