@@ -282,7 +282,9 @@ class Orientation:
     affine: tuple[tuple[float, ...], ...]
 
 
-def _ras_axes(affine: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+def ras_axes(affine: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """``perm[k]``: the voxel axis nearest world axis k (R, A, S); ``flip[k]``: it runs the
+    other way."""
     import nibabel as nib
 
     codes = nib.orientations.io_orientation(affine)  # (axis, world dir, +/-1) per voxel axis
@@ -296,7 +298,7 @@ def _ras_axes(affine: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, boo
 
 def to_ras(vol: Volume) -> tuple[Volume, Orientation]:
     """Permute/flip voxel axes so they increase along R, A, S; world coordinates unchanged."""
-    perm, flip = _ras_axes(vol.affine)
+    perm, flip = ras_axes(vol.affine)
     data = np.transpose(vol.data, perm + tuple(range(3, vol.data.ndim)))
     affine = vol.affine[:, list(perm) + [3]].copy()
     for k in range(3):

@@ -43,12 +43,9 @@ FAST = settings(max_examples=20, deadline=None)
 # --- helpers -------------------------------------------------------------------------------------
 def rotation(axis: int, degrees: float) -> np.ndarray:
     """3x3 rotation about a world axis."""
-    a = np.deg2rad(degrees)
-    c, s = np.cos(a), np.sin(a)
-    i, j = [k for k in range(3) if k != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
+    from mri_hsynex.predict.grid import rotation as grid_rotation
+
+    return grid_rotation(degrees, axis)
 
 
 def make_affine(axes: str, sizes=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), rot=None) -> np.ndarray:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import Grid
+from .grid import Grid, rotation
 
 TEMPLATE_FILES = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
                   "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -114,8 +114,8 @@ def template_evidence(image: np.ndarray, grid: Grid, centre_mm: np.ndarray) -> d
     scores = []
     for shift in shifts:
         best = 0.0
-        for rotation in _rotations():
-            values, inside = _sample_at(image, grid, offsets @ rotation.T + centre_mm + shift)
+        for tilt in _rotations():
+            values, inside = _sample_at(image, grid, offsets @ tilt.T + centre_mm + shift)
             if inside.sum() > 100:
                 best = max(best, mutual_information(values[inside], template[inside]))
         scores.append(best)
@@ -129,13 +129,5 @@ def template_evidence(image: np.ndarray, grid: Grid, centre_mm: np.ndarray) -> d
 def _rotations() -> tuple[np.ndarray, ...]:
     """The template's orientations tried at each position: as is, and tilted by
     ``TILT_DEGREES`` either way about each world axis (heads lie tilted in scanners)."""
-    out = [np.eye(3)]
-    theta = np.deg2rad(TILT_DEGREES)
-    for axis in range(3):
-        i, j = [a for a in range(3) if a != axis]
-        for sign in (1, -1):
-            r = np.eye(3)
-            r[i, i] = r[j, j] = np.cos(theta)
-            r[i, j], r[j, i] = -sign * np.sin(theta), sign * np.sin(theta)
-            out.append(r)
-    return tuple(out)
+    return (np.eye(3),) + tuple(rotation(sign * TILT_DEGREES, axis)
+                                for axis in range(3) for sign in (1, -1))

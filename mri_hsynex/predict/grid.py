@@ -49,11 +49,25 @@ def round_up(n: int, divisor: int) -> int:
     return int(-(-int(n) // divisor) * divisor)
 
 
+def rotation(degrees: float, axis: int) -> np.ndarray:
+    """3x3 rotation by ``degrees`` about world axis ``axis`` (0 = x, left-right; 1 = y; 2 = z)."""
+    theta = np.deg2rad(degrees)
+    c, s = np.cos(theta), np.sin(theta)
+    i, j = [a for a in range(3) if a != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
 def frame(grid: Grid) -> np.ndarray:
-    """The rotation (3x3, columns = unit axes in world) nearest to ``grid``'s voxel axes: the
-    identity for a scan whose axes are RAS (after ``canonical_axes``), the tilt of an oblique
-    one."""
+    """The rotation (3x3, columns = unit axes in world) nearest to ``grid``'s voxel axes taken
+    in R, A, S order: the identity for a straight scan stored in any axis order, the tilt of an
+    oblique one."""
+    from ..io import ras_axes
+
     axes = grid.affine[:3, :3] / grid.voxel_mm
+    perm, flip = ras_axes(grid.affine)  # voxel axes in R, A, S order (any stored order)
+    axes = axes[:, list(perm)] * np.where(flip, -1.0, 1.0)
     u, _, vt = np.linalg.svd(axes)
     rotation = u @ vt
     if np.linalg.det(rotation) < 0:  # a left-handed scan: keep the nearest proper frame

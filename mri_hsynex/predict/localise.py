@@ -197,7 +197,9 @@ def brain_evidence(image: np.ndarray, probs: np.ndarray, grid: Grid,
     region = largest_component(np.isin(classes, LOCALISER_REGION_CHANNELS))
     evidence = {"brain_mm3": float((classes != 0).sum() * voxel_mm3),
                 "region_mm3": float(region.sum() * voxel_mm3), "region": region}
-    if not MIN_BRAIN_MM3 <= evidence["brain_mm3"] <= MAX_BRAIN_MM3:
+    # the upper bound belongs to the brain checks (off for networks with "brain_check": false)
+    high = MAX_BRAIN_MM3 if template else np.inf
+    if not MIN_BRAIN_MM3 <= evidence["brain_mm3"] <= high:
         return {**evidence, "is_brain": False,
                 "reason": f"{evidence['brain_mm3'] / 1000:.0f} cm3 of brain-like tissue, "
                           f"a brain has {MIN_BRAIN_MM3 / 1000:.0f}-{MAX_BRAIN_MM3 / 1000:.0f} cm3"}

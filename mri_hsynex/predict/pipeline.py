@@ -84,7 +84,7 @@ class Segmenter:
         data, grid = canonical_input(_as_3d_float(image.data, image_path), native_grid.affine)
         timings["load"] = time.perf_counter() - t0
         t = time.perf_counter()
-        localisation = self._localise(data, grid, image_path, aseg_path)
+        localisation = self.localise(data, grid, image_path, aseg_path)
         timings["localise"] = time.perf_counter() - t
         t = time.perf_counter()
         crop = ras_grid(localisation.centre_world, self.stage_voxel_mm, self.crop_shape,
@@ -107,7 +107,9 @@ class Segmenter:
             aseg_path=None if aseg_path is None else Path(aseg_path),
         )
 
-    def _localise(self, data: np.ndarray, grid: Grid, image_path, aseg_path) -> Localisation:
+    def localise(self, data: np.ndarray, grid: Grid, image_path, aseg_path) -> Localisation:
+        """Localise on the canonical view ``data``/``grid`` (``canonical_input``): from the aseg
+        when given, else with the localiser network and its brain checks."""
         if aseg_path is not None:
             from ..io import load_volume
 

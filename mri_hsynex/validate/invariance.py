@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..predict.grid import rotation
+
 WHOLE, LEFT, RIGHT = 813, 811, 812
 
 
@@ -57,16 +59,6 @@ def reorder(data: np.ndarray, affine: np.ndarray, axcodes: str) -> tuple[np.ndar
     out = apply_orientation(np.asarray(data), transform)
     return np.ascontiguousarray(out), np.asarray(affine, float) @ inv_ornt_aff(transform,
                                                                                  data.shape)
-
-
-def rotation(degrees: float, axis: int) -> np.ndarray:
-    """3x3 rotation by ``degrees`` about world axis ``axis`` (0 = x, left-right; 1 = y; 2 = z)."""
-    theta = np.deg2rad(degrees)
-    c, s = np.cos(theta), np.sin(theta)
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
 
 
 def rotate_affine(affine: np.ndarray, shape: Sequence[int], degrees: float,

@@ -115,17 +115,16 @@ class ProbeEngine(HsynexEngine):
         """Segment one image file; ``centre_world`` is not used (hsynex localises itself)."""
         from ..io import load_volume
         from ..models.cascade import STAGE1_POSTERIOR, run_cascade
-        from ..predict.grid import Grid, ras_grid, sample
+        from ..predict.canonical import canonical_input
+        from ..predict.grid import ras_grid, sample
         from ..predict.localise import normalise_percentiles
 
         t0 = time.perf_counter()
         seg = self.segmenter
         image = load_volume(Path(image_path), kind="image")
-        data = np.asarray(image.data, np.float32)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        grid = Grid(data.shape, np.asarray(image.affine, float))
-        localisation = self._localise(data, grid, image_path, aseg_path)
+        data, grid = canonical_input(np.asarray(image.data, np.float32).reshape(image.shape),
+                                     np.asarray(image.affine, float))
+        localisation = seg.localise(data, grid, image_path, aseg_path)
         crop = ras_grid(localisation.centre_world, seg.stage_voxel_mm, seg.crop_shape,
                         snap_to=grid)
         x = normalise_percentiles(sample(data, grid, crop, order=1))[None, ..., None]
@@ -137,24 +136,6 @@ class ProbeEngine(HsynexEngine):
         labels = self._labels(out2, localisation, crop)
         return Segmentation(labels, np.asarray(crop.affine, float), variants["pipeline"],
                             time.perf_counter() - t0, variants=variants)
-
-    def _localise(self, data, grid, image_path, aseg_path):
-        from ..errors import HsynexError
-        from ..io import load_volume
-        from ..predict.grid import Grid
-        from ..predict.localise import localise_from_aseg, localise_with_network
-
-        if aseg_path is not None:
-            aseg = load_volume(aseg_path, kind="labels")
-            labels = np.rint(np.asarray(aseg.data)).astype(np.int32)
-            return localise_from_aseg(labels, Grid(labels.shape, np.asarray(aseg.affine, float)),
-                                      grid, aseg_path)
-        networks = self.segmenter.networks
-        if networks.localiser is None:
-            raise HsynexError("no localiser network in the model folder", networks.folder)
-        info = networks.info["localiser"]
-        return localise_with_network(data, grid, networks.localiser, info.voxel_mm,
-                                     info.divisor, image_path)
 
     @staticmethod
     def _labels(out2: np.ndarray, localisation, crop) -> np.ndarray:
