@@ -178,10 +178,9 @@ def localise_with_network(image: np.ndarray, image_grid: Grid, localiser, voxel_
     region = evidence.pop("region")
     if not evidence["is_brain"]:
         raise HsynexError(f"{NO_BRAIN}: {evidence['reason']}", image_path)
-    centre = centroid_world(region, grid)
+    centre = np.array(evidence["region_centroid_ras_mm"])
     return Localisation(centre + frame(grid) @ HYPOTHALAMUS_OFFSET_MM, region, grid, "localiser",
-                        {**evidence, "grid_shape": list(grid.shape), "voxel_mm": voxel_mm,
-                         "region_centroid_ras_mm": [float(v) for v in centre]})
+                        {**evidence, "grid_shape": list(grid.shape), "voxel_mm": voxel_mm})
 
 
 def brain_evidence(image: np.ndarray, probs: np.ndarray, grid: Grid,
@@ -189,7 +188,8 @@ def brain_evidence(image: np.ndarray, probs: np.ndarray, grid: Grid,
     """What the localiser's input ``image`` (0..1) and posteriors ``probs`` (X, Y, Z, 8) on
     ``grid`` say about a brain: volumes (mm3) of the brain and of the ventral DC + 3rd
     ventricle ``region`` (largest component), the evidence of ``brain_check.template_evidence``
-    (when ``template``), and ``is_brain`` with the ``reason`` when not."""
+    (when ``template``), the region's centroid (RAS mm) and ``is_brain`` with the ``reason``
+    when not."""
     from .brain_check import template_evidence
 
     classes = np.argmax(probs, axis=-1)
@@ -205,7 +205,9 @@ def brain_evidence(image: np.ndarray, probs: np.ndarray, grid: Grid,
                           f"a brain has {MIN_BRAIN_MM3 / 1000:.0f}-{MAX_BRAIN_MM3 / 1000:.0f} cm3"}
     if evidence["region_mm3"] < MIN_REGION_MM3:
         return {**evidence, "is_brain": False, "reason": "no ventral diencephalon"}
-    found = template_evidence(image, grid, centroid_world(region, grid)) if template else None
+    centre = centroid_world(region, grid)
+    evidence["region_centroid_ras_mm"] = [float(v) for v in centre]
+    found = template_evidence(image, grid, centre) if template else None
     if found is None:
         return {**evidence, "is_brain": True, "reason": "brain template check not run"}
     evidence.update(found)

@@ -187,8 +187,8 @@ def target_rows(records: list[dict], groups: list[GroupResult]) -> list[Target]:
         real = [r for r in records if r["kind"] == "real" and r.get("variant") == "hsynex"]
     whole = nanmean(r["dice"]["813"] for r in real) if real else None
     sub = nanmean(mean_subunit_dice(r) for r in real) if real else None
-    targets.append(_at_least("real held-out T1: whole Dice vs teacher", whole, 0.85))
-    targets.append(_at_least("real held-out T1: mean subunit Dice vs teacher", sub, 0.70))
+    targets.append(at_least("real held-out T1: whole Dice vs teacher", whole, 0.85))
+    targets.append(at_least("real held-out T1: mean subunit Dice vs teacher", sub, 0.70))
     t1 = grid_dice(records, "hsynex", contrast="T1")
     gaps = {}
     for contrast in sorted({r["contrast"] for r in records if r["kind"] == "grid"} - {"T1"}):
@@ -202,7 +202,7 @@ def target_rows(records: list[dict], groups: list[GroupResult]) -> list[Target]:
         targets.append(Target("synthetic non-T1 within 0.05 of T1-like", "≤ 0.05", None, None))
     for prefix, goal in (("T1-like", 0.9), ("FLAIR-like 5", 0.8)):
         g = find_group(groups, prefix, 0.10)
-        targets.append(_at_least(f"10 % atrophy, {prefix.strip()}{' mm' if '5' in prefix else ''}"
+        targets.append(at_least(f"10 % atrophy, {prefix.strip()}{' mm' if '5' in prefix else ''}"
                                  f": AUROC (whole, n = {g.n_controls if g else '?'} per group)",
                                  g.auroc if g else None, goal))
     teacher_off = grid_dice(records, "teacher", exclude_contrast="T1")
@@ -221,7 +221,8 @@ def target_rows(records: list[dict], groups: list[GroupResult]) -> list[Target]:
     return targets
 
 
-def _at_least(what: str, value: float | None, goal: float) -> Target:
+def at_least(what: str, value: float | None, goal: float) -> Target:
+    """A target met when ``value`` >= ``goal`` (unknown when the value is missing)."""
     if value is None or not np.isfinite(value):
         return Target(what, f"≥ {goal:g}", None, None)
     return Target(what, f"≥ {goal:g}", value, value >= goal,

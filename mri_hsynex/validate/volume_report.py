@@ -18,6 +18,7 @@ from .tables import (
     SHORT_NAMES,
     GroupResult,
     Target,
+    at_least,
     find_group,
     fmt,
     md_table,
@@ -60,7 +61,7 @@ def target_rows(records: list[dict], groups: list[GroupResult],
     for prefix, goal, name in (("T1-like", 0.9, "T1-like 1 mm"),
                                ("FLAIR-like 5", 0.8, "FLAIR-like 5 mm")):
         g = find_group(groups, prefix, 0.10)
-        rows.append(_at_least(f"10 % atrophy, {name}: AUROC (n = "
+        rows.append(at_least(f"10 % atrophy, {name}: AUROC (n = "
                               f"{g.n_controls if g else '?'} per group)",
                               g.auroc if g else None, goal))
     plausible = set(real_pairs(records, "hsynex", 813, plausible_only=True)[0])
@@ -69,11 +70,11 @@ def target_rows(records: list[dict], groups: list[GroupResult],
     whole = nanmean(r["dice"]["813"] for r in real) if real else None
     sub = nanmean(mean_subunit_dice(r) for r in real) if real else None
     n = f"no aseg, n = {len(real)} with a plausible teacher volume"
-    rows.append(_at_least(f"real held-out T1 ({n}): whole Dice vs teacher", whole, 0.86))
-    rows.append(_at_least(f"real held-out T1 ({n}): mean subunit Dice vs teacher", sub, 0.72))
+    rows.append(at_least(f"real held-out T1 ({n}): whole Dice vs teacher", whole, 0.86))
+    rows.append(at_least(f"real held-out T1 ({n}): mean subunit Dice vs teacher", sub, 0.72))
     r_whole, _, n_pairs = real_fit(records, "hsynex", 813)
     r_all, _, n_all = real_fit(records, "hsynex", 813, plausible_only=False)
-    target = _at_least(f"real held-out T1: r of whole volume with the teacher's (n = {n_pairs} "
+    target = at_least(f"real held-out T1: r of whole volume with the teacher's (n = {n_pairs} "
                        "with a plausible teacher volume)", r_whole if n_pairs >= 3 else None,
                        0.8)
     r_map, _, n_map = real_fit(records, "hsynex", 813, reference="label map")
@@ -87,13 +88,6 @@ def target_rows(records: list[dict], groups: list[GroupResult],
                        "all three", None, None, "not measured by `make validate`"))
     rows.append(_blank_target(blank_noise))
     return rows
-
-
-def _at_least(what: str, value: float | None, goal: float) -> Target:
-    if value is None or not np.isfinite(value):
-        return Target(what, f"≥ {goal:g}", None, None)
-    return Target(what, f"≥ {goal:g}", value, value >= goal,
-                  "" if value >= goal else f"short by {goal - value:.3f}")
 
 
 def _synthetic_dice_target(records: list[dict]) -> Target:
