@@ -36,6 +36,9 @@ STAGE_VOXEL_MM = 1.0  # working voxel size of stages 1 and 2
 STAGE_CROP = 64  # training crop of stages 1 and 2 (voxels, per axis)
 LOCALISER_VOXEL_MM = 3.0  # working voxel size of the localiser
 LOCALISER_CROP = 64  # training crop of the localiser (voxels, per axis) = 192 mm
+# soft volumes counted by the image's partial volume (predict/pvc.py, issue 13) unless model.json
+# says "partial_volume": false or the user asks for --no-pv
+PARTIAL_VOLUME = True
 VENTRAL_DC_DILATION_MM = 3.0  # ventral-DC(+3rd ventricle) mask dilation used to mask out FPs
 MAX_VOXEL_MM = 20.0  # a voxel larger than this is not an MRI we can segment
 MAX_VOXELS = 1024**3  # refuse volumes larger than this before allocating them

@@ -71,7 +71,7 @@ class StatsFile:
 def stats_text(rows: Sequence[StatsRow], *, subject: str | None, seg_file: str,
                voxel_volume_mm3: float, cmdline: str, subjects_dir: str | None = None,
                measures: Sequence[Measure] = (), in_vol_file: str | None = None,
-               color_table: str | None = None) -> str:
+               color_table: str | None = None, volume_method: str | None = None) -> str:
     """The text of a stats file (see ``write_stats``).
 
     Header values are flattened to one line (a newline in, say, the command line would start a
@@ -108,6 +108,8 @@ def stats_text(rows: Sequence[StatsRow], *, subject: str | None, seg_file: str,
     if in_vol_file:
         lines.append(f"# InVolFile  {in_vol_file} ")
     lines.append("# Only hypothalamic subunits and their groupings are reported ")
+    if volume_method:
+        lines.append(f"# VolumeMethod {_one_line(volume_method)} ")
     lines.append(f"# VoxelVolume_mm3 {voxel_volume_mm3:g} ")
     for k, (header, name, units) in enumerate(_TABLE_COLUMNS, start=1):
         lines += [f"# TableCol {k:2d} ColHeader {header} ",
@@ -136,7 +138,8 @@ def write_stats(path: str | os.PathLike, rows: Sequence[StatsRow], **header) -> 
     """Write a ``mri_segstats``-style stats file atomically.
 
     Keyword arguments: ``subject``, ``seg_file``, ``voxel_volume_mm3``, ``cmdline``, and optionally
-    ``subjects_dir``, ``measures`` (e.g. eTIV), ``in_vol_file``, ``color_table``.
+    ``subjects_dir``, ``measures`` (e.g. eTIV), ``in_vol_file``, ``color_table``,
+    ``volume_method`` (how Volume_mm3 was counted).
     """
     text = stats_text(rows, **header)
     with atomic_path(path) as tmp:

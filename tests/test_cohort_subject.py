@@ -345,3 +345,20 @@ def test_subjects_cli_runs_cohort(tmp_path, monkeypatch, capsys):
     assert "# cmdline mri_hsynex subjects --s --no-progress" in log
     assert cli.main(["--s", "s1", "--no-progress", "--cmdline", "wrapper --s s1"]) == 0
     assert "0 done, 1 skipped" in capsys.readouterr().out
+
+
+def test_no_pv_reaches_the_engine_only_when_asked(monkeypatch):
+    """``--no-pv`` (partial_volume False) is passed to the engine; unset, the engine's own
+    default (model.json) stands and engines without the argument keep working."""
+    seen = []
+
+    class Recording(FakeSegmenter):
+        def __init__(self, **kwargs):
+            seen.append(kwargs.get("partial_volume", "unset"))
+            super().__init__(**{k: v for k, v in kwargs.items() if k != "partial_volume"})
+
+    monkeypatch.setattr(sr, "_ENGINES", {})
+    sr.get_segmenter(sr.SubjectOptions(engine=Recording))
+    sr.get_segmenter(sr.SubjectOptions(engine=Recording, partial_volume=False))
+    sr.get_segmenter(sr.SubjectOptions(engine=FakeSegmenter))  # no such argument: still built
+    assert seen == ["unset", False]

@@ -117,6 +117,31 @@ def test_segment_writes_every_output(scan, models, capsys, use_aseg):
     assert (out / "qc.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_no_pv_sums_the_posteriors_and_keeps_the_labels(scan, models, capsys):
+    """--no-pv: the same labels and posteriors; the volumes are the posteriors summed on the model
+    grid, and the sidecar and the stats header say which way they were counted."""
+    out = scan["out"]
+    runs = {}
+    for name, extra in (("pv", []), ("nopv", ["--no-pv"])):
+        argv = ["--i", scan["image"], "--o", out / f"{name}.mgz", "--post", out / f"{name}_p.mgz",
+                "--stats", out / f"{name}.stats", "--resample", "model", "--model", models,
+                "--threads", "1", *extra]
+        rc, _, err = _run(argv, capsys)
+        assert rc == 0, err
+        runs[name] = json.loads((out / f"{name}.json").read_text())
+        assert f"# VolumeMethod {runs[name]['volume_method']} " in \
+            (out / f"{name}.stats").read_text()
+    assert runs["pv"]["volume_method"] == "partial-volume corrected posteriors"
+    assert runs["nopv"]["volume_method"] == "posteriors"
+    labels = [np.asarray(nib.load(out / f"{n}.mgz").dataobj) for n in ("pv", "nopv")]
+    np.testing.assert_array_equal(*labels)
+    post = nib.load(out / "nopv_p.mgz")
+    voxel_mm3 = abs(np.linalg.det(post.affine[:3, :3]))
+    whole = float(np.asarray(post.dataobj)[..., 1:].sum(dtype=np.float64)) * voxel_mm3
+    assert runs["nopv"]["volumes_mm3"]["Hypothalamus-Whole"] == pytest.approx(whole, rel=1e-3,
+                                                                             abs=0.05)
+
+
 @pytest.mark.backend
 def test_resample_model_keeps_the_model_grid(scan, models, capsys):
     out = scan["out"]

@@ -130,6 +130,17 @@ def test_delegates_all_subjects_from_environment(tmp_path):
     assert args[:4] == ["subjects", "--sd", str(tmp_path), "--force"] and "--s" not in args
 
 
+def test_no_pv_is_passed_on_in_both_modes(tmp_path):
+    wrapper = _install_copy(tmp_path / "bin", with_fake=True)
+    img = tmp_path / "t2.nii.gz"
+    img.write_bytes(b"x")
+    for argv in (["--no-pv"], ["--i", img, "--o", tmp_path / "out", "--no-pv"]):
+        record = tmp_path / "args.txt"
+        run_wrapper(argv, env={"FAKE_ARGS_OUT": str(record), "SUBJECTS_DIR": str(tmp_path)},
+                    wrapper=wrapper)
+        assert "--no-pv" in record.read_text().splitlines()
+
+
 def test_delegates_clinical_mode(tmp_path):
     wrapper = _install_copy(tmp_path / "bin", with_fake=True)
     img = tmp_path / "flair 5mm.nii.gz"

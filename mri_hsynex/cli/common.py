@@ -22,6 +22,13 @@ def add_model_flag(parser: argparse.ArgumentParser) -> None:
                              "then the models shipped with hsynex)")
 
 
+def add_volume_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-pv", dest="partial_volume", action="store_false", default=None,
+                        help="soft volumes = the posteriors summed, without the partial-volume "
+                             "correction (default: corrected, unless the model folder's "
+                             "model.json says \"partial_volume\": false; docs/segment.md)")
+
+
 def add_seed_flag(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
     parser.add_argument("--seed", type=int, default=default, metavar="S", help="random seed")
 

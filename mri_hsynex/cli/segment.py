@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resample", choices=("native", "model"), default="native",
                         help="outputs on the input grid (native, default) or on the 1 mm model "
                              "grid (model)")
+    common.add_volume_flag(parser)
     common.add_compute_flags(parser)
     common.add_model_flag(parser)
     common.add_seed_flag(parser)
@@ -76,7 +77,8 @@ def _announce_overwrites(paths) -> None:
 def _segmenter(args: argparse.Namespace):
     from ..predict import Segmenter
 
-    return Segmenter(model_dir=args.model, threads=args.threads, cpu=args.cpu, seed=args.seed)
+    return Segmenter(model_dir=args.model, threads=args.threads, cpu=args.cpu, seed=args.seed,
+                     partial_volume=args.partial_volume)
 
 
 def _run_single(args: argparse.Namespace, cmdline: str) -> int:

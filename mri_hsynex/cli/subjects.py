@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .. import constants as C
 from ..errors import HsynexError
-from .common import add_compute_flags, add_model_flag, new_parser, run
+from .common import add_compute_flags, add_model_flag, add_volume_flag, new_parser, run
 
 DESCRIPTION = f"""\
 Segment the hypothalamic subunits of FreeSurfer subjects after recon-all.
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dask-scheduler", metavar="ADDR", default=None,
                         help="use an existing Dask cluster, e.g. tcp://HOST:8786")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_volume_flag(parser)
     add_compute_flags(parser)
     add_model_flag(parser)
     # The command line to echo into each subject's log (the wrapper passes its own).
@@ -76,6 +77,7 @@ def work(args: argparse.Namespace, argv: Sequence[str]) -> int:
     options = SubjectOptions(
         post=args.post, force=args.force, threads=args.threads, cpu=args.cpu,
         model_dir=os.path.abspath(args.model) if args.model else None,
+        partial_volume=args.partial_volume,
         cmdline=args.cmdline or shlex.join(["mri_hsynex", "subjects", *argv]),
     )
     summary = run_cohort(sd, subjects, options, jobs=args.jobs,

@@ -54,7 +54,8 @@ class SubjectOptions:
 
     ``engine`` builds the segmentation engine as ``engine(model_dir=, threads=, cpu=, seed=)``;
     ``None`` means ``mri_hsynex.predict.Segmenter``. It must be picklable (a module-level
-    callable) to be sent to Dask workers.
+    callable) to be sent to Dask workers. ``partial_volume`` (None: as model.json says) is
+    passed to the engine only when set (``--no-pv``).
     """
 
     post: bool = False
@@ -62,6 +63,7 @@ class SubjectOptions:
     threads: int | None = None
     cpu: bool = False
     model_dir: str | None = None
+    partial_volume: bool | None = None
     cmdline: str = ""
     engine: EngineFactory | None = field(default=None, compare=False)
 
@@ -244,13 +246,15 @@ _ENGINES: dict[tuple, Any] = {}
 
 def get_segmenter(options: SubjectOptions) -> Any:
     """The segmentation engine for ``options``, built once per process and then reused."""
-    key = (options.engine, options.model_dir, options.threads, options.cpu)
+    key = (options.engine, options.model_dir, options.threads, options.cpu,
+           options.partial_volume)
     if key not in _ENGINES:
         factory = options.engine
         if factory is None:
             from ..predict import Segmenter as factory
+        extra = {} if options.partial_volume is None else {"partial_volume": options.partial_volume}
         _ENGINES[key] = factory(model_dir=options.model_dir, threads=options.threads,
-                                cpu=options.cpu, seed=0)
+                                cpu=options.cpu, seed=0, **extra)
     return _ENGINES[key]
 
 

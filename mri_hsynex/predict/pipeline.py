@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import STAGE_CROP, VENTRAL_DC_DILATION_MM
+from ..constants import PARTIAL_VOLUME, STAGE_CROP, VENTRAL_DC_DILATION_MM
 from ..errors import HsynexError
 from .canonical import canonical_axes, canonical_input
 from .grid import Grid, ras_grid, round_up, sample
@@ -39,11 +39,13 @@ class Segmenter:
     """Loads the networks once (``model_dir`` > ``$HSYNEX_MODELS`` > shipped ``models/``).
 
     ``threads``/``cpu`` configure the Keras backend before keras is imported; ``seed`` fixes
-    Keras' random state (inference itself is deterministic).
+    Keras' random state (inference itself is deterministic). ``partial_volume``: soft volumes
+    corrected by the image's partial volume (``predict/pvc.py``); None: as model.json's
+    ``"partial_volume"`` says (default ``constants.PARTIAL_VOLUME``).
     """
 
     def __init__(self, model_dir: str | os.PathLike | None = None, threads: int | None = None,
-                 cpu: bool = False, seed: int = 0):
+                 cpu: bool = False, seed: int = 0, partial_volume: bool | None = None):
         from ..backend import configure
 
         t0 = time.perf_counter()
@@ -61,6 +63,9 @@ class Segmenter:
         # context for speed; the default is constants.STAGE_CROP.
         crop = int(self.networks.settings.get("stage_crop") or STAGE_CROP)
         self.crop_shape = (round_up(crop, divisor),) * 3
+        if partial_volume is None:
+            partial_volume = self.networks.settings.get("partial_volume", PARTIAL_VOLUME)
+        self.partial_volume = bool(partial_volume)
 
     def segment(self, image_path: str | os.PathLike, aseg_path: str | os.PathLike | None = None,
                 resample: str = "native") -> SegmentationResult:
@@ -99,12 +104,18 @@ class Segmenter:
         if ventricle is not None:  # the hypothalamus lines the 3rd ventricle, never fills it
             mask &= ~ventricle
         posteriors = keep_largest_component_per_hemisphere(mask_posteriors(posteriors, mask))
+        volume_posteriors = None
+        if self.partial_volume:  # volumes from the image's own partial volume (predict/pvc.py)
+            from .pvc import corrected_posteriors
+
+            volume_posteriors = corrected_posteriors(posteriors, crop_image, mask)
         timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
             image=image, image_grid=native_grid, crop_grid=crop, posteriors=posteriors,
             stage1=stage1, localisation=localisation, resample=resample,
             networks=self.networks, backend=self.backend, timings=timings,
             aseg_path=None if aseg_path is None else Path(aseg_path),
+            volume_posteriors=volume_posteriors,
         )
 
     def localise(self, data: np.ndarray, grid: Grid, image_path, aseg_path) -> Localisation:

@@ -43,6 +43,9 @@ class SegmentationResult:
     backend: str
     timings: dict = field(default_factory=dict)
     aseg_path: Path | None = None
+    # posteriors the volumes are summed from when they differ from ``posteriors`` (partial-volume
+    # correction, predict/pvc.py); None: the posteriors themselves
+    volume_posteriors: np.ndarray | None = None
 
     # --- grids and arrays ------------------------------------------------------------------
     @property
@@ -122,7 +125,8 @@ class SegmentationResult:
 
         voxel_mm3 = float(abs(np.linalg.det(self.crop_grid.affine[:3, :3])))
         model_seg = CHANNEL_LABELS[np.argmax(self.posteriors, axis=-1)]
-        soft = structure_volumes(model_seg, self.posteriors, voxel_mm3)
+        soft = structure_volumes(model_seg, self.posteriors if self.volume_posteriors is None
+                                 else self.volume_posteriors, voxel_mm3)
         counts = self._label_counts()
         out = {label: (int(counts[label - 800]), soft[label][1]) for label in SUBUNIT_IDS}
         for group, members in GROUPINGS.items():
@@ -181,11 +185,18 @@ class SegmentationResult:
                              **loc.details},
             "model_grid": {"shape": list(self.crop_grid.shape),
                            "affine": np.round(self.crop_grid.affine, 4).tolist()},
+            "volume_method": self.volume_method,
             "volumes_mm3": {ROW_NAMES[k]: round(v[1], 2) for k, v in self.volumes.items()},
             "nvoxels": {ROW_NAMES[k]: v[0] for k, v in self.volumes.items()},
             "qc": {k: v for k, v in self.qc.items() if k not in ("qc_flag", "qc_reasons")},
             "qc_flag": self.qc["qc_flag"], "qc_reasons": self.qc["qc_reasons"],
         }
+
+    @property
+    def volume_method(self) -> str:
+        """How the soft volumes were counted (sidecar and stats header)."""
+        return ("partial-volume corrected posteriors" if self.volume_posteriors is not None
+                else "posteriors")
 
     def volumes_table(self) -> str:
         """The volumes as a fixed-width text table (printed by the command)."""
@@ -259,7 +270,8 @@ class SegmentationResult:
         voxel_mm3 = float(abs(np.linalg.det(self.output_grid.affine[:3, :3])))
         write_stats(path, stats_rows(self.volumes), subject=subject, seg_file=str(seg_path),
                     voxel_volume_mm3=voxel_mm3, cmdline=cmdline or "mri_hsynex segment",
-                    in_vol_file=str(getattr(self.image, "path", "") or ""))
+                    in_vol_file=str(getattr(self.image, "path", "") or ""),
+                    volume_method=self.volume_method)
 
     def _write_qc(self, path: Path, seg_volume, subject: str) -> None:
         from ..io import Volume

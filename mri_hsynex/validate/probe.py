@@ -30,6 +30,8 @@ VARIANTS: dict[str, str] = {
     "no flip TTA": "stage 2 on the image only (not averaged with its flipped copy)",
     "no post-processing": "stage 2's TTA-merged posteriors as they come",
     "pipeline hard": "voxel count of the tool's labels (not the soft volume)",
+    "posterior volume": "the posteriors summed (partial-volume correction off)",
+    "PV corrected": "partial-volume-corrected soft volume (predict/pvc.py) on",
     "stage 1": "stage 1's whole-hypothalamus posterior summed (TTA-merged, no mask)",
     "stage 1 masked": "stage 1's posterior summed inside the pipeline's mask",
     "stage 1 hard": "stage 1's voxels with posterior > 0.5 (TTA-merged, no mask)",
@@ -59,13 +61,16 @@ def whole_only(volume_mm3: float) -> dict[int, float]:
 
 
 def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np.ndarray,
-                    exclude: np.ndarray | None, voxel_mm: float) -> dict[str, dict[int, float]]:
+                    exclude: np.ndarray | None, voxel_mm: float, image: np.ndarray | None = None,
+                    partial_volume: bool = False) -> dict[str, dict[int, float]]:
     """Every variant's volumes from the network outputs on an image and its flipped copy.
 
     ``stage1_pair``: stage 1's whole-hypothalamus posterior, (2, X, Y, Z) (image, flipped copy,
     each in its own frame); ``stage2_pair``: stage 2's posteriors (2, X, Y, Z, 11); ``region``:
     the undilated VDC+3V region on the crop; ``exclude``: voxels that cannot be hypothalamus (the
-    aseg's 3rd ventricle) or None.
+    aseg's 3rd ventricle) or None; ``image``: the crop the networks saw (for the
+    partial-volume correction; None: the whole crop is taken as one tissue, no correction);
+    ``partial_volume``: whether the tool's volume ("pipeline") is the corrected one.
     """
     from ..constants import VENTRAL_DC_DILATION_MM
     from ..predict.postprocess import (
@@ -88,8 +93,16 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
         return lcc(post) if largest else post
 
     pipeline = full(merged)
+    posterior = soft_volumes(pipeline, voxel_mm3)
+    corrected = posterior
+    if image is not None:
+        from ..predict.pvc import corrected_posteriors
+
+        corrected = soft_volumes(corrected_posteriors(pipeline, image, mask), voxel_mm3)
     return {
-        "pipeline": soft_volumes(pipeline, voxel_mm3),
+        "pipeline": corrected if partial_volume else posterior,
+        "posterior volume": posterior,
+        "PV corrected": corrected,
         "no VDC mask": soft_volumes(full(merged, not_ventricle), voxel_mm3),
         "no 3V exclusion": soft_volumes(full(merged, dilated), voxel_mm3),
         "no largest component": soft_volumes(full(merged, largest=False), voxel_mm3),
@@ -129,10 +142,10 @@ class ProbeEngine(HsynexEngine):
                         snap_to=grid)
         x = normalise_percentiles(sample(data, grid, crop, order=1))[None, ..., None]
         out1, out2 = run_cascade(seg.networks.stage1, seg.networks.stage2,
-                                 np.concatenate([x, x[:, ::-1]], axis=0))
+                                 np.concatenate([x, x[:, ::-1]], axis=0), self._mode)
         variants = variant_volumes(out1[..., STAGE1_POSTERIOR], out2,
                                    localisation.region_on(crop), localisation.exclude_on(crop),
-                                   float(seg.stage_voxel_mm))
+                                   float(seg.stage_voxel_mm), x[0, ..., 0], seg.partial_volume)
         labels = self._labels(out2, localisation, crop)
         return Segmentation(labels, np.asarray(crop.affine, float), variants["pipeline"],
                             time.perf_counter() - t0, variants=variants)
@@ -171,7 +184,12 @@ class ProbeEngine(HsynexEngine):
         seg = self.segmenter
         x = np.asarray(crop_image, np.float32)[None, ..., None]
         out1, out2 = run_cascade(seg.networks.stage1, seg.networks.stage2,
-                                 np.concatenate([x, x[:, ::-1]], axis=0))
+                                 np.concatenate([x, x[:, ::-1]], axis=0), self._mode)
         everywhere = np.ones(x.shape[1:4], bool)
         return variant_volumes(out1[..., STAGE1_POSTERIOR], out2, everywhere, None,
-                               float(seg.stage_voxel_mm))
+                               float(seg.stage_voxel_mm), x[0, ..., 0], seg.partial_volume)
+
+    @property
+    def _mode(self) -> str:
+        """The cascade's mode as the model folder's model.json sets it (as the pipeline)."""
+        return self.segmenter.networks.settings.get("cascade_mode", "independent")

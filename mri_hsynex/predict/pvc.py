@@ -1,0 +1,136 @@
+"""Partial-volume-corrected soft volumes (issue 13).
+
+The networks say *where* the hypothalamus is, but at its boundary their posteriors carry a shape
+prior rather than what the image shows: the shipped networks return about the same volume when a
+hypothalamus is shrunk by 20 % (paired sensitivity near 0, ``docs/validation.md``). As FreeSurfer's
+``mri_segstats --pv`` does for aseg structures, the volume therefore counts every voxel at and
+next to the segmentation by the fraction of hypothalamic tissue its *intensity* implies:
+
+    f(v) = (I(v) - mu_n(v)) / (mu_h - mu_n(v)),  clipped to [0, 1]
+
+``mu_h``: the median intensity of the segmentation's confident interior; ``mu_n(v)``: the mean
+intensity of the tissue around the segmentation near ``v`` (a ring 2-3 voxels outside it, averaged
+over a local window), so the 3rd ventricle's CSF, the ventral DC or the optic chiasm each act as
+the neighbour where they touch. All of it is estimated on the image itself, so it holds for any
+contrast. Where the hypothalamus and its neighbour have about the same intensity (less contrast
+than the interior's own spread) the image cannot tell and the network's posterior is kept; the two
+are blended in between. The subunits share each voxel's fraction in the networks' proportions, so
+they still add up to the whole.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RING_MM = (2.0, 3.0)  # the neighbour ring: this far outside the segmentation (voxels of the grid)
+WINDOW = 7  # voxels: the local window over which the ring's intensity is averaged
+WIDE_WINDOW = 15  # fallback window where the local one holds no ring voxel
+CONFIDENT = 0.9  # interior: hypothalamus posterior above this, one voxel inside the segmentation
+MIN_VOXELS = 20  # fewer segmented (or interior) voxels: no correction
+SMOOTH_VOXELS = 0.5  # Gaussian sd of the smoothing before the fractions
+CONTRAST_LOW, CONTRAST_HIGH = 0.5, 1.0  # |mu_h - mu_n| in units of the interior's spread
+
+
+def _local_mean(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """Weighted mean of ``values`` over a ``size``³ window (NaN where it holds no weight)."""
+    from scipy import ndimage
+
+    w = ndimage.uniform_filter(weights.astype(np.float64), size=size, mode="constant")
+    s = ndimage.uniform_filter(values * weights, size=size, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w > 1e-9, s / np.maximum(w, 1e-12), np.nan)
+
+
+def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.ndarray,
+                    allowed: np.ndarray | None = None) -> np.ndarray | None:
+    """Hypothalamic tissue fraction (X, Y, Z) in [0, 1] of every voxel of the segmentation and of
+    the one-voxel shell around it (0 elsewhere), or None when the segmentation is too small to
+    estimate the tissue's intensity (then the posteriors stand).
+
+    ``image``: intensities on the model grid; ``probability``: the networks' hypothalamus
+    posterior (1 - background); ``segmented``: the hard segmentation; ``allowed``: voxels that
+    may count (the post-processing mask)."""
+    from scipy import ndimage
+
+    image = np.asarray(image, np.float64)
+    segmented = np.asarray(segmented, bool)
+    if segmented.sum() < MIN_VOXELS:
+        return None
+    interior = ndimage.binary_erosion(segmented) & (probability > CONFIDENT)
+    if interior.sum() < MIN_VOXELS:
+        interior = segmented
+    values = image[interior]
+    mu_h = float(np.median(values))
+    spread = max(1.4826 * float(np.median(np.abs(values - mu_h))), 1e-6)
+
+    outside = ndimage.distance_transform_edt(~segmented)
+    ring = (outside >= RING_MM[0]) & (outside <= RING_MM[1])
+    zone = outside <= 1.0  # the segmentation and its face-neighbour shell
+    if allowed is not None:
+        zone &= np.asarray(allowed, bool)
+    if not ring.any():
+        return None
+    # a light smoothing (it keeps the tissue's sum) halves the noise that clipping would turn
+    # into a bias
+    smooth = ndimage.gaussian_filter(image, SMOOTH_VOXELS, mode="nearest")
+    fraction = np.asarray(probability, np.float64).copy()
+    # the neighbour darker than the hypothalamus for voxels darker than it, the brighter one for
+    # brighter voxels: a voxel is a mixture of the hypothalamus and the tissue its intensity
+    # leans to
+    for darker in (True, False):
+        side_ring = ring & ((smooth < mu_h) if darker else (smooth > mu_h))
+        mu_n = _neighbour_mean(smooth, side_ring)
+        contrast = np.abs(mu_h - mu_n) if mu_n is not None else None
+        voxels = (smooth < mu_h) if darker else (smooth >= mu_h)
+        if contrast is None:
+            fraction[voxels] = 1.0
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            from_image = np.clip(1.0 - np.abs(smooth - mu_h) / np.maximum(contrast, 1e-9),
+                                 0.0, 1.0)
+        reliable = np.clip((contrast / spread - CONTRAST_LOW) / (CONTRAST_HIGH - CONTRAST_LOW),
+                           0.0, 1.0)
+        blended = reliable * from_image + (1.0 - reliable) * probability
+        fraction[voxels] = np.where(np.isnan(mu_n), 1.0, blended)[voxels]
+    return np.where(zone, fraction, 0.0).astype(np.float32)
+
+
+def _neighbour_mean(image: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
+    """Mean of ``image`` over the ``ring`` voxels near every voxel (local window, then a wide
+    one, then the whole ring); None when the ring is empty."""
+    if not ring.any():
+        return None
+    mu = _local_mean(image, ring, WINDOW)
+    wide = _local_mean(image, ring, WIDE_WINDOW)
+    mu = np.where(np.isnan(mu), wide, mu)
+    return np.where(np.isnan(mu), float(image[ring].mean()), mu)
+
+
+def corrected_posteriors(posteriors: np.ndarray, image: np.ndarray,
+                         allowed: np.ndarray | None = None) -> np.ndarray:
+    """Posteriors (X, Y, Z, 11) whose subunit channels sum, at every voxel, to its tissue
+    fraction (:func:`tissue_fraction`), split in the networks' proportions (those of the nearest
+    segmented voxel where the networks put no mass); background takes the rest. Unchanged when
+    the fraction cannot be estimated."""
+    from scipy import ndimage
+
+    posteriors = np.asarray(posteriors, np.float32)
+    probability = 1.0 - posteriors[..., 0]
+    segmented = np.argmax(posteriors, axis=-1) > 0
+    fraction = tissue_fraction(image, probability, segmented, allowed)
+    if fraction is None:
+        return posteriors
+    subunits = posteriors[..., 1:].astype(np.float64)
+    total = subunits.sum(axis=-1)
+    # proportions where the networks gave (almost) none: the nearest segmented voxel's
+    _, nearest = ndimage.distance_transform_edt(~segmented, return_indices=True)
+    borrowed = subunits[tuple(nearest)]
+    weak = total < 1e-3
+    subunits = np.where(weak[..., None], borrowed, subunits)
+    total = np.where(weak, borrowed.sum(axis=-1), total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total[..., None] > 0, subunits / total[..., None], 0.0)
+    out = np.empty_like(posteriors)
+    out[..., 1:] = share * fraction[..., None]
+    out[..., 0] = 1.0 - out[..., 1:].sum(axis=-1)
+    return out

@@ -1,0 +1,115 @@
+"""Partial-volume-corrected soft volumes (predict/pvc.py): the volume follows the tissue the image
+shows, whatever the networks' posteriors say at the boundary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mri_hsynex.predict.pvc import corrected_posteriors, tissue_fraction
+
+SHAPE = (40, 40, 40)
+FINE = 4  # render 4x finer, then block-average: true partial volume
+
+
+def _ellipsoid_fraction(radii_mm, centre=(20.0, 20.0, 20.0)) -> np.ndarray:
+    """Volume fraction (on the 1 mm grid) of an ellipsoid, from a 4x finer grid."""
+    n = SHAPE[0] * FINE
+    c = (np.arange(n) + 0.5) / FINE
+    x, y, z = np.meshgrid(c, c, c, indexing="ij")
+    inside = (((x - centre[0]) / radii_mm[0]) ** 2 + ((y - centre[1]) / radii_mm[1]) ** 2
+              + ((z - centre[2]) / radii_mm[2]) ** 2) <= 1.0
+    return inside.reshape(SHAPE[0], FINE, SHAPE[1], FINE, SHAPE[2], FINE).mean(axis=(1, 3, 5))
+
+
+def _posteriors(radii_mm, left_share=0.6) -> np.ndarray:
+    """A network's posteriors: a hard ellipsoid (here larger than the truth), split between
+    two subunit channels (801 and 806)."""
+    prob = (_ellipsoid_fraction(radii_mm) > 0.5).astype(np.float32) * 0.95
+    post = np.zeros(SHAPE + (11,), np.float32)
+    post[..., 1] = prob * left_share
+    post[..., 6] = prob * (1 - left_share)
+    post[..., 0] = 1 - prob
+    return post
+
+
+def _image(fraction, tissue=0.7, neighbour=0.3, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return fraction * tissue + (1 - fraction) * neighbour + noise * rng.standard_normal(SHAPE)
+
+
+def _volume(post) -> float:
+    return float(post[..., 1:].sum())
+
+
+def test_volume_is_the_tissue_not_the_posterior():
+    true = _ellipsoid_fraction((6.0, 8.0, 5.0))
+    post = _posteriors((7.0, 9.0, 6.0))  # the network over-segments by ~1 mm
+    corrected = corrected_posteriors(post, _image(true))
+    assert _volume(post) > 1.3 * true.sum()
+    assert _volume(corrected) == pytest.approx(true.sum(), rel=0.03)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.04])
+def test_shrinkage_is_measured_with_the_same_posteriors(noise):
+    """Paired: the same posteriors (a blind network), the tissue shrunk by 20 %."""
+    post = _posteriors((7.0, 9.0, 6.0))
+    big = _ellipsoid_fraction((6.0, 8.0, 5.0))
+    small = _ellipsoid_fraction(tuple(r * 0.8 ** (1 / 3) for r in (6.0, 8.0, 5.0)))
+    v_big = _volume(corrected_posteriors(post, _image(big, noise=noise)))
+    v_small = _volume(corrected_posteriors(post, _image(small, noise=noise)))
+    sensitivity = (v_small / v_big - 1) / (small.sum() / big.sum() - 1)
+    assert 0.8 <= sensitivity <= 1.15
+
+
+@settings(max_examples=15, deadline=None)
+@given(a=st.floats(-5.0, 5.0).filter(lambda v: abs(v) > 0.05), b=st.floats(-100.0, 100.0))
+def test_any_contrast_and_scaling_give_the_same_volume(a, b):
+    true = _ellipsoid_fraction((6.0, 8.0, 5.0))
+    post = _posteriors((7.0, 9.0, 6.0))
+    image = _image(true, noise=0.02)
+    reference = corrected_posteriors(post, image)
+    scaled = corrected_posteriors(post, a * image + b)
+    assert _volume(scaled) == pytest.approx(_volume(reference), rel=1e-4)
+
+
+def test_no_contrast_keeps_the_networks_posteriors():
+    post = _posteriors((7.0, 9.0, 6.0))
+    flat = _image(_ellipsoid_fraction((6.0, 8.0, 5.0)), tissue=0.5, neighbour=0.5, noise=0.03)
+    corrected = corrected_posteriors(post, flat)
+    zone_mass = _volume(post)
+    assert _volume(corrected) == pytest.approx(zone_mass, rel=0.02)
+
+
+def test_subunits_keep_their_shares_and_add_up():
+    true = _ellipsoid_fraction((6.0, 8.0, 5.0))
+    post = _posteriors((7.0, 9.0, 6.0), left_share=0.6)
+    out = corrected_posteriors(post, _image(true, noise=0.02))
+    assert np.allclose(out.sum(axis=-1), 1.0, atol=1e-5)
+    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+    assert out[..., 1].sum() / _volume(out) == pytest.approx(0.6, abs=1e-3)
+    # nothing counts beyond one voxel outside the segmentation
+    far = _ellipsoid_fraction((9.5, 11.5, 8.5)) == 0
+    assert out[far, 1:].sum() == 0
+
+
+def test_mask_limits_what_counts():
+    true = _ellipsoid_fraction((6.0, 8.0, 5.0))
+    post = _posteriors((7.0, 9.0, 6.0))
+    allowed = np.zeros(SHAPE, bool)
+    allowed[:20] = True
+    out = corrected_posteriors(post, _image(true), allowed)
+    assert out[20:, ..., 1:].sum() == 0
+    assert _volume(out) == pytest.approx(true[:20].sum(), rel=0.05)
+
+
+def test_tiny_or_empty_segmentation_is_left_alone():
+    post = np.zeros(SHAPE + (11,), np.float32)
+    post[..., 0] = 1
+    post[20, 20, 20] = 0
+    post[20, 20, 20, 3] = 1
+    image = np.random.default_rng(0).random(SHAPE)
+    assert np.array_equal(corrected_posteriors(post, image), post)
+    assert tissue_fraction(image, 1 - post[..., 0], post[..., 0] < 0.5) is None
