@@ -8,14 +8,16 @@ next to the segmentation by the fraction of hypothalamic tissue its *intensity* 
 
     f(v) = (I(v) - mu_n(v)) / (mu_h - mu_n(v)),  clipped to [0, 1]
 
-``mu_h``: the median intensity of the segmentation's confident interior; ``mu_n(v)``: the mean
-intensity of the tissue around the segmentation near ``v`` (a ring 2-3 voxels outside it, averaged
-over a local window), so the 3rd ventricle's CSF, the ventral DC or the optic chiasm each act as
-the neighbour where they touch. All of it is estimated on the image itself, so it holds for any
-contrast. Where the hypothalamus and its neighbour have about the same intensity (less contrast
-than the interior's own spread) the image cannot tell and the network's posterior is kept; the two
-are blended in between. The subunits share each voxel's fraction in the networks' proportions, so
-they still add up to the whole.
+``mu_h``: the median intensity of the segmentation's confident core (more than 2 voxels deep:
+after a loss the segmentation's outer layer holds the tissue that replaced it); ``mu_n(v)``: the
+mean intensity of the tissue around the segmentation near ``v`` on the side ``v`` leans to (the
+darker or the brighter voxels of a ring 2-3 voxels outside it, averaged over a local window), so
+the 3rd ventricle's CSF, the ventral DC or the optic chiasm each act as the neighbour where they
+touch. All of it is estimated on the image itself, so it holds for any contrast and any linear
+intensity scaling. Where the hypothalamus and its neighbour differ by less than half the
+interior's own spread the image cannot tell and the network's posterior is kept; the two are
+blended up to one spread. The subunits share each voxel's fraction in the networks'
+proportions, so they still add up to the whole.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ import numpy as np
 RING_MM = (2.0, 3.0)  # the neighbour ring: this far outside the segmentation (voxels of the grid)
 WINDOW = 7  # voxels: the local window over which the ring's intensity is averaged
 WIDE_WINDOW = 15  # fallback window where the local one holds no ring voxel
-CONFIDENT = 0.9  # interior: hypothalamus posterior above this, one voxel inside the segmentation
+CONFIDENT = 0.9  # interior: hypothalamus posterior above this ...
+CORE_VOXELS = 2.0  # ... and deeper than this inside the segmentation (else 1 voxel, else all)
+# bump when the correction changes: the validation cache redoes hsynex's records
+VERSION = 2
 MIN_VOXELS = 20  # fewer segmented (or interior) voxels: no correction
 SMOOTH_VOXELS = 0.5  # Gaussian sd of the smoothing before the fractions
 CONTRAST_LOW, CONTRAST_HIGH = 0.5, 1.0  # |mu_h - mu_n| in units of the interior's spread
@@ -56,9 +61,14 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     segmented = np.asarray(segmented, bool)
     if segmented.sum() < MIN_VOXELS:
         return None
-    interior = ndimage.binary_erosion(segmented) & (probability > CONFIDENT)
-    if interior.sum() < MIN_VOXELS:
-        interior = segmented
+    # the tissue's own intensity from the segmentation's core: the networks' segmentation does
+    # not shrink with the hypothalamus, so after a loss its outer layer holds the tissue that
+    # replaced it; the deepest confident voxels are the least mixed
+    depth = ndimage.distance_transform_edt(segmented)
+    confident = probability > CONFIDENT
+    for interior in ((depth > CORE_VOXELS) & confident, (depth > 1.0) & confident, segmented):
+        if interior.sum() >= MIN_VOXELS:
+            break
     values = image[interior]
     mu_h = float(np.median(values))
     spread = max(1.4826 * float(np.median(np.abs(values - mu_h))), 1e-6)
@@ -82,8 +92,7 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
         mu_n = _neighbour_mean(smooth, side_ring)
         contrast = np.abs(mu_h - mu_n) if mu_n is not None else None
         voxels = (smooth < mu_h) if darker else (smooth >= mu_h)
-        if contrast is None:
-            fraction[voxels] = 1.0
+        if contrast is None:  # no neighbour on that side: the image cannot tell, keep P
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
             from_image = np.clip(1.0 - np.abs(smooth - mu_h) / np.maximum(contrast, 1e-9),
@@ -91,7 +100,7 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
         reliable = np.clip((contrast / spread - CONTRAST_LOW) / (CONTRAST_HIGH - CONTRAST_LOW),
                            0.0, 1.0)
         blended = reliable * from_image + (1.0 - reliable) * probability
-        fraction[voxels] = np.where(np.isnan(mu_n), 1.0, blended)[voxels]
+        fraction[voxels] = blended[voxels]
     return np.where(zone, fraction, 0.0).astype(np.float32)
 
 

@@ -106,7 +106,7 @@ def _engines(opts: Options) -> tuple[dict, dict[str, str]]:
 
     model_dir = find_model_dir(opts.model_dir)
     engines: dict = {"hsynex": HsynexEngine(model_dir, opts.threads, opts.seed)}
-    fingerprints = {"hsynex": study.folder_fingerprint(model_dir)}
+    fingerprints = {"hsynex": study.hsynex_fingerprint(model_dir)}
     weights = opts.teacher_weights
     if not opts.use_teacher:
         weights = None

@@ -191,7 +191,7 @@ def paired_sensitivity(engine_or_model_dir, maps: Iterable[LabelMap | str | os.P
     with ``sensitivity``); the case records are kept in ``cache_dir`` (a temporary folder by
     default), so repeating a call with the same networks costs nothing.
     """
-    from .study import folder_fingerprint, load_label_map
+    from .study import hsynex_fingerprint, load_label_map
 
     design = design or SensitivityDesign()
     if hasattr(engine_or_model_dir, "segment"):
@@ -200,7 +200,7 @@ def paired_sensitivity(engine_or_model_dir, maps: Iterable[LabelMap | str | os.P
         from .probe import ProbeEngine
 
         engine = ProbeEngine(engine_or_model_dir, threads, seed)
-        fingerprint = folder_fingerprint(Path(engine_or_model_dir))
+        fingerprint = hsynex_fingerprint(Path(engine_or_model_dir))
     maps = [m if isinstance(m, LabelMap) else load_label_map(Path(m)) for m in maps]
     with tempfile.TemporaryDirectory(prefix="hsynex-sensitivity-") as tmp:
         runner = Runner(Path(cache_dir or tmp), {"hsynex": engine}, {"hsynex": fingerprint},

@@ -136,6 +136,14 @@ def folder_fingerprint(folder: Path | None) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
+def hsynex_fingerprint(folder: Path | None) -> str:
+    """The model folder's fingerprint and the version of the volume correction
+    (``predict/pvc.py``): cached hsynex records are redone when either changes."""
+    from ..predict.pvc import VERSION
+
+    return f"{folder_fingerprint(folder)}:pv{VERSION}"
+
+
 def find_holdout_maps(labels_dir: Path, holdout: tuple[str, ...]) -> list[Path]:
     """Label maps in ``labels_dir`` whose file name contains one of the ``holdout`` strings."""
     if not Path(labels_dir).is_dir():

@@ -227,7 +227,8 @@ def diagnosis_section(records: list[dict], groups: list[GroupResult]) -> str:
         "all", "volume at 0 %", "r", "slope"]
     rows = []
     summary: dict[str, float] = {}
-    with_aseg = ("pipeline", "no 3V exclusion", "no VDC mask", "no post-processing")
+    with_aseg = ("pipeline", "posterior volume", "no 3V exclusion", "no VDC mask",
+                 "no post-processing")
     for engine, variants in (("hsynex", present), ("hsynex+aseg", with_aseg)):
         mine = [r for r in records if r["kind"] == "sensitivity" and r["engine"] == engine]
         if not mine:
@@ -258,11 +259,12 @@ def diagnosis_section(records: list[dict], groups: list[GroupResult]) -> str:
             records, engine, contrast="T1", thickness_mm=t, shrink=k), 2)
             for t in thicknesses for k in kinds] + [fmt(r, 2), fmt(slope, 2)])
     parts = [
-        "## 7. Why the volume does not follow the anatomy (issue 13, section 1)",
+        "## 7. Why the networks' volume does not follow the anatomy (issue 13, section 1)",
         "The same images as section 6, read out in different ways from one pass of hsynex's "
-        "networks: the pipeline's volume, the pipeline with one post-processing step switched "
-        "off in turn, without any, and stage 1's own whole-hypothalamus output (the reported "
-        "volumes are stage 2's). Columns: mean paired sensitivity per thickness and kind, over "
+        "networks: the pipeline's volume, its posteriors summed without the partial-volume "
+        "correction, the posteriors with one post-processing step switched off in turn, without "
+        "any, and stage 1's own whole-hypothalamus output (the reported volumes are stage 2's). "
+        "Columns: mean paired sensitivity per thickness and kind, over "
         "all contrasts; the mean volume of the unshrunk images (mm³); r and slope of measured vs "
         "true whole volume over all images, each taken relative to the mean of its acquisition "
         "(so only the anatomy varies: maps and shrinkage).",
@@ -315,21 +317,36 @@ def _diagnosis_sentences(summary: dict[str, float]) -> str:
                          "no flip TTA", "no post-processing")
              if np.isfinite(summary.get(v, np.nan))]
     text = [f"the pipeline's mean sensitivity is {pipeline:.2f}."]
+    # the ablations below are read from the networks' posteriors (no partial-volume correction):
+    # compare them with the posteriors summed
+    posterior = summary.get("posterior volume", pipeline)
+    corrected = summary.get("PV corrected", float("nan"))
+    if np.isfinite(corrected) and np.isfinite(posterior) and abs(corrected - posterior) > 1e-9:
+        text.append(f"The networks' posteriors summed give {posterior:.2f}; the partial-volume "
+                    f"correction (`predict/pvc.py`, the tool's default) gives {corrected:.2f}"
+                    + (": the volume follows the anatomy because the correction reads the "
+                       "boundary from the image, not because the networks do"
+                       if corrected - posterior > 0.3 else "") + ".")
     if steps:
-        biggest = max(steps, key=lambda v: abs(summary[v] - pipeline))
-        delta = summary[biggest] - pipeline
-        text.append(f"Switching off one post-processing step changes it by at most "
-                    f"{delta:+.2f} ({biggest}: {summary[biggest]:.2f})"
+        biggest = max(steps, key=lambda v: abs(summary[v] - posterior))
+        delta = summary[biggest] - posterior
+        text.append(f"Switching off one post-processing step changes the posteriors' "
+                    f"sensitivity by at most {delta:+.2f} ({biggest}: {summary[biggest]:.2f})"
                     + (", so post-processing is not what hides the anatomy" if abs(delta) < 0.1
                        else ", so post-processing is part of the cause") + ".")
-    aseg, aseg_no3v = summary.get("with aseg: pipeline"), summary.get("with aseg: no 3V exclusion")
+    aseg = summary.get("with aseg: pipeline")
+    aseg_post = summary.get("with aseg: posterior volume", aseg)
+    aseg_no3v = summary.get("with aseg: no 3V exclusion")
     if aseg is not None and np.isfinite(aseg):
         text.append(f"Given the member's aseg (whose 3rd ventricle widens with the ventricle-kind "
                     f"loss), the pipeline reaches {aseg:.2f}"
+                    + (f" (posteriors summed: {aseg_post:.2f})"
+                       if aseg_post is not None and abs(aseg_post - aseg) > 1e-9 else "")
                     + (f", {aseg_no3v:.2f} without the 3rd-ventricle exclusion: what the aseg "
-                       "adds is the exclusion cutting the posteriors at the widened ventricle, "
-                       "not the networks" if aseg_no3v is not None and np.isfinite(aseg_no3v)
-                       and aseg - aseg_no3v > 0.1 else "") + ".")
+                       "adds to the posteriors is the exclusion cutting them at the widened "
+                       "ventricle, not the networks" if aseg_no3v is not None
+                       and np.isfinite(aseg_no3v) and aseg_post - aseg_no3v > 0.1 else "")
+                    + ".")
     stage1 = summary.get("stage 1", float("nan"))
     if np.isfinite(stage1):
         text.append(f"Stage 1's own summed posterior has sensitivity {stage1:.2f}"
