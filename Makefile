@@ -36,7 +36,10 @@ bench: install
 # Real T1 scans the shipped networks were not trained on, beside the held-out subjects of
 # models/train_cascade.json: the 20 Mindboggle OASIS-TRT-20 T1s of ../shared. Once networks are
 # trained on Mindboggle label maps, drop this (their hold-outs come from train_cascade.json).
-VALIDATE_FLAGS ?= --real-extra oasis-trt-20
+# build/labels_mb (`mri_hsynex build-labels --mindboggle ... --o build/labels_mb --transfer-from
+# ...`, docs/training_data.md), when present, gives those scans a second reference (their label
+# maps' subunits) beside the teacher, which fails on most of them.
+VALIDATE_FLAGS ?= --real-extra oasis-trt-20 --real-reference build/labels_mb
 
 validate: install
 	KERAS_BACKEND=torch $(BIN)/mri_hsynex validate --o docs $(VALIDATE_FLAGS)
