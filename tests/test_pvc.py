@@ -113,3 +113,31 @@ def test_tiny_or_empty_segmentation_is_left_alone():
     image = np.random.default_rng(0).random(SHAPE)
     assert np.array_equal(corrected_posteriors(post, image), post)
     assert tissue_fraction(image, 1 - post[..., 0], post[..., 0] < 0.5) is None
+
+
+def test_a_crop_filling_segmentation_is_left_alone():
+    # untrained networks can call most of the crop hypothalamus: there is no neighbour ring to
+    # read, so the posteriors stand
+    post = np.zeros(SHAPE + (11,), np.float32)
+    post[..., 3] = 0.9
+    post[..., 0] = 0.1
+    image = _image(_ellipsoid_fraction((6.0, 5.0, 4.0)), noise=0.02)
+    assert np.array_equal(corrected_posteriors(post, image), post)
+
+
+def test_near_tied_subunits_do_not_move_the_volume():
+    # the region is the whole hypothalamus' posterior > 0.5, not the 11-class arg-max: 0.6 split
+    # over six subunits (background's 0.4 wins the arg-max) counts as 0.6 in one subunit does
+    truth = _ellipsoid_fraction((6.0, 5.0, 4.0))
+    image = _image(truth, noise=0.02)
+    inside = _ellipsoid_fraction((7.0, 6.0, 5.0)) > 0.5
+    one = np.zeros(SHAPE + (11,), np.float32)
+    one[..., 0] = np.where(inside, 0.4, 1.0)
+    one[..., 1] = np.where(inside, 0.6, 0.0)
+    split = one.copy()
+    split[..., 1] = 0.0
+    split[..., 1:7] = np.where(inside, 0.1, 0.0)[..., None]
+    assert not np.any(np.argmax(split, axis=-1) > 0)
+    corrected = _volume(corrected_posteriors(split, image))
+    assert corrected > 0.5 * truth.sum()  # corrected, not left as a tiny segmentation
+    assert corrected == pytest.approx(_volume(corrected_posteriors(one, image)), rel=1e-5)

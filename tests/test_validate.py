@@ -239,7 +239,8 @@ def test_report_pipeline_with_stand_in_engines(tmp_path):
     text = path.read_text()
     for heading in ("## Targets", "## 1. Synthetic grid", "## 3. Consistency",
                     "## 4. Simulated group study", "## 5. Runtime", "## Closing note",
-                    "## Targets (issue 13", "## 6. Paired sensitivity", "## 7. Why the volume"):
+                    "## Targets (issue 13", "## 6. Paired sensitivity",
+                    "## 7. Why the networks' volume"):
         assert heading in text
     assert (tmp_path / "out" / "figures" / "validation_dice_vs_thickness.png").is_file()
     assert (tmp_path / "out" / "figures" / "validation_qc.png").is_file()

@@ -233,7 +233,7 @@ def test_report_sensitivity_only_with_stand_in_engines(tmp_path):
     path = run_validation(opts, engines=engines)
     assert path.name == "sensitivity.md"
     text = path.read_text()
-    assert "## 6. Paired sensitivity" in text and "## 7. Why the volume" in text
+    assert "## 6. Paired sensitivity" in text and "## 7. Why the networks' volume" in text
     assert "| teacher | 1 mm | 0.00 | 0.00 | 0.00 |" in text
 
 

@@ -30,8 +30,11 @@ WIDE_WINDOW = 15  # fallback window where the local one holds no ring voxel
 CONFIDENT = 0.9  # interior: hypothalamus posterior above this ...
 CORE_VOXELS = 2.0  # ... and deeper than this inside the segmentation (else 1 voxel, else all)
 # bump when the correction changes: the validation cache redoes hsynex's records
-VERSION = 2
+VERSION = 3
 MIN_VOXELS = 20  # fewer segmented (or interior) voxels: no correction
+# more: no correction either; not a hypothalamus (~700-1,300 voxels of the 1 mm grid) but, say,
+# untrained networks filling the crop, which leaves no neighbour ring to read
+MAX_VOXELS = 5000
 SMOOTH_VOXELS = 0.5  # Gaussian sd of the smoothing before the fractions
 CONTRAST_LOW, CONTRAST_HIGH = 0.5, 1.0  # |mu_h - mu_n| in units of the interior's spread
 
@@ -50,7 +53,8 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
                     allowed: np.ndarray | None = None) -> np.ndarray | None:
     """Hypothalamic tissue fraction (X, Y, Z) in [0, 1] of every voxel of the segmentation and of
     the one-voxel shell around it (0 elsewhere), or None when the segmentation is too small to
-    estimate the tissue's intensity (then the posteriors stand).
+    estimate the tissue's intensity or too large to be a hypothalamus (then the posteriors
+    stand).
 
     ``image``: intensities on the model grid; ``probability``: the networks' hypothalamus
     posterior (1 - background); ``segmented``: the hard segmentation; ``allowed``: voxels that
@@ -59,7 +63,7 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
 
     image = np.asarray(image, np.float64)
     segmented = np.asarray(segmented, bool)
-    if segmented.sum() < MIN_VOXELS:
+    if not MIN_VOXELS <= segmented.sum() <= MAX_VOXELS:
         return None
     # the tissue's own intensity from the segmentation's core: the networks' segmentation does
     # not shrink with the hypothalamus, so after a loss its outer layer holds the tissue that
@@ -125,7 +129,10 @@ def corrected_posteriors(posteriors: np.ndarray, image: np.ndarray,
 
     posteriors = np.asarray(posteriors, np.float32)
     probability = 1.0 - posteriors[..., 0]
-    segmented = np.argmax(posteriors, axis=-1) > 0
+    # the whole hypothalamus' own region (posterior > 0.5) rather than the arg-max over eleven
+    # classes: where subunits are near-tied it does not flip with rounding-level changes
+    # (re-storing sub-08's uint8 T1: 0.9 % instead of 1.6 %)
+    segmented = probability > 0.5
     fraction = tissue_fraction(image, probability, segmented, allowed)
     if fraction is None:
         return posteriors
