@@ -2,7 +2,9 @@
 
 Each ``bench_*.py`` runs its measurements (in subprocesses per backend), writes
 ``bench_out/<name>.json`` and prints a markdown table; this script runs them in turn and writes
-``docs/benchmarks.md`` from their markdown output, with the machine it ran on.
+``docs/benchmarks.md`` from their markdown output, with the machine it ran on. Scripts in
+``MANUAL`` need arguments and minutes per setting: they are run by hand, and what the document
+holds below the ``KEEP`` marker (their write-ups) is kept as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+DOC = REPO / "docs" / "benchmarks.md"
+MANUAL = {"bench_train_step.py"}  # needs --labels; see its docstring
+KEEP = "<!-- measured by hand: make bench keeps what follows -->"
 
 
 def machine() -> str:
@@ -35,6 +40,8 @@ def main() -> int:
     (REPO / "bench_out").mkdir(exist_ok=True)
     sections, failed = [], []
     for script in sorted(HERE.glob("bench_*.py")):
+        if script.name in MANUAL:
+            continue
         print(f"== {script.name}", flush=True)
         t0 = time.time()
         proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
@@ -49,7 +56,10 @@ def main() -> int:
     doc = ["# Benchmarks", "",
            f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}.", "",
            *sections]
-    (REPO / "docs" / "benchmarks.md").write_text("\n".join(doc))
+    old = DOC.read_text() if DOC.exists() else ""
+    if KEEP in old:
+        doc += [old[old.index(KEEP):].rstrip("\n") + "\n"]
+    DOC.write_text("\n".join(doc))
     print(f"wrote docs/benchmarks.md; failed: {failed or 'none'}")
     return 1 if failed else 0
 

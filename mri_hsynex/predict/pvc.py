@@ -57,8 +57,9 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     stand).
 
     ``image``: intensities on the model grid; ``probability``: the networks' hypothalamus
-    posterior (1 - background); ``segmented``: the hard segmentation; ``allowed``: voxels that
-    may count (the post-processing mask)."""
+    posterior (1 - background); ``segmented``: the hypothalamus' region (``corrected_posteriors``
+    takes ``probability`` > 0.5); ``allowed``: voxels that may count (the post-processing
+    mask)."""
     from scipy import ndimage
 
     image = np.asarray(image, np.float64)
@@ -94,10 +95,10 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     for darker in (True, False):
         side_ring = ring & ((smooth < mu_h) if darker else (smooth > mu_h))
         mu_n = _neighbour_mean(smooth, side_ring)
-        contrast = np.abs(mu_h - mu_n) if mu_n is not None else None
-        voxels = (smooth < mu_h) if darker else (smooth >= mu_h)
-        if contrast is None:  # no neighbour on that side: the image cannot tell, keep P
+        if mu_n is None:  # no neighbour on that side: the image cannot tell, keep P
             continue
+        contrast = np.abs(mu_h - mu_n)
+        voxels = (smooth < mu_h) if darker else (smooth >= mu_h)
         with np.errstate(invalid="ignore", divide="ignore"):
             from_image = np.clip(1.0 - np.abs(smooth - mu_h) / np.maximum(contrast, 1e-9),
                                  0.0, 1.0)
