@@ -11,7 +11,7 @@ next to the segmentation by the fraction of hypothalamic tissue its *intensity* 
 ``mu_h``: the median intensity of the segmentation's confident core (more than 2 voxels deep:
 after a loss the segmentation's outer layer holds the tissue that replaced it); ``mu_n(v)``: the
 mean intensity of the tissue around the segmentation near ``v`` on the side ``v`` leans to (the
-darker or the brighter voxels of a ring 2-3 voxels outside it, averaged over a local window), so
+darker or the brighter voxels of a ring 2.5-3.5 voxels outside it, averaged over a local window), so
 the 3rd ventricle's CSF, the ventral DC or the optic chiasm each act as the neighbour where they
 touch. All of it is estimated on the image itself, so it holds for any contrast and any linear
 intensity scaling. Where the hypothalamus and its neighbour differ by less than half the
@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import numpy as np
 
-RING_MM = (2.0, 3.0)  # the neighbour ring: this far outside the segmentation (voxels of the grid)
+# the neighbour ring: this far outside the segmentation (voxels of the 1 mm grid); the voxels at
+# 2-2.5 still share partial volume with the hypothalamus (render blur, smoothing) and pull the
+# neighbour's intensity toward it (offline, 5 renders: ventricle-kind sensitivity 0.73 with
+# (2, 3), 0.87 with (2.5, 3.5), 0.89 with (3, 4); ventral-DC kind 0.24, 0.27, 0.24)
+RING_MM = (2.5, 3.5)
 WINDOW = 7  # voxels: the local window over which the ring's intensity is averaged
 WIDE_WINDOW = 15  # fallback window where the local one holds no ring voxel
 CONFIDENT = 0.9  # interior: hypothalamus posterior above this ...
 CORE_VOXELS = 2.0  # ... and deeper than this inside the segmentation (else 1 voxel, else all)
 # bump when the correction changes: the validation cache redoes hsynex's records
-VERSION = 3
+VERSION = 4
 MIN_VOXELS = 20  # fewer segmented (or interior) voxels: no correction
 # more: no correction either; not a hypothalamus (~700-1,300 voxels of the 1 mm grid) but, say,
 # untrained networks filling the crop, which leaves no neighbour ring to read
