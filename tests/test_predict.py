@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from synthetic import tiny_affine, tiny_label_map
 
 from mri_hsynex.errors import HsynexError
@@ -125,6 +127,30 @@ def test_largest_component_per_hemisphere():
     assert np.all(hard[seg == 1] == 1) and np.all(hard[seg == 6] == 6)
     assert np.all(hard[seg == 2] == 0)
     np.testing.assert_allclose(out.sum(-1), post.sum(-1), atol=1e-6)
+
+
+def test_hard_channels_whole_decides_whether_subunits_which():
+    post = np.zeros((4, 11), np.float32)
+    post[0, [0, 1, 2]] = (0.4, 0.3, 0.3)  # whole 0.6 beats background 0.4: labelled
+    post[1, [0, 3]] = (0.6, 0.4)  # background wins
+    post[2, [0, 6, 7]] = (0.2, 0.5, 0.3)  # plain arg-max case
+    post[3, 0] = 1.0
+    assert P.hard_channels(post).tolist() == [1, 0, 6, 0]
+    # where the arg-max over eleven channels is a subunit, the label is the same
+    assert P.hard_channels(post)[2] == post[2].argmax()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_hard_channels_agrees_with_the_whole_and_the_argmax(seed):
+    """Labelled exactly where P(background) < 0.5; never drops a voxel the 11-way arg-max
+    labels, and then gives it the same subunit."""
+    rng = np.random.default_rng(seed)
+    post = rng.dirichlet(np.full(11, 0.3), size=(6, 5, 4)).astype(np.float32)
+    hard = P.hard_channels(post)
+    np.testing.assert_array_equal(hard > 0, post[..., 0] < 0.5)
+    argmax = post.argmax(-1)
+    assert np.all(hard[argmax > 0] == argmax[argmax > 0])
 
 
 # --- localisation from an aseg -----------------------------------------------------------------

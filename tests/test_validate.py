@@ -347,10 +347,10 @@ def test_held_out_map_is_built_when_missing(tmp_path, monkeypatch):
     assert holdout_map_paths(opts, ("sub-08",)) == paths and len(calls) == 1  # found, not rebuilt
 
 
-def test_hsynex_cache_key_follows_the_volume_correction(tmp_path, monkeypatch):
+def test_hsynex_cache_key_follows_the_volume_correction_and_labels(tmp_path, monkeypatch):
     """Cached hsynex records are redone when the networks or the partial-volume correction
     change, not when an unrelated file of the model folder does."""
-    from mri_hsynex.predict import pvc
+    from mri_hsynex.predict import postprocess, pvc
     from mri_hsynex.validate import study
 
     (tmp_path / "stage1.keras").write_bytes(b"x")
@@ -358,4 +358,7 @@ def test_hsynex_cache_key_follows_the_volume_correction(tmp_path, monkeypatch):
     (tmp_path / "MODEL_CARD.md").write_text("notes")
     assert study.hsynex_fingerprint(tmp_path) == key
     monkeypatch.setattr(pvc, "VERSION", pvc.VERSION + 1)
+    assert study.hsynex_fingerprint(tmp_path) != key
+    key = study.hsynex_fingerprint(tmp_path)
+    monkeypatch.setattr(postprocess, "LABEL_RULE", postprocess.LABEL_RULE + 1)
     assert study.hsynex_fingerprint(tmp_path) != key

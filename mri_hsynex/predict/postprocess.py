@@ -16,6 +16,9 @@ RIGHT_CHANNELS = tuple(i - 800 for i in RIGHT_SUBUNIT_IDS)  # 6..10
 N_CHANNELS = 1 + len(SUBUNIT_IDS)
 # Channel permutation that swaps left and right subunits (k <-> k + 5); background stays.
 SWAP_LR = np.array((0,) + RIGHT_CHANNELS + LEFT_CHANNELS)
+# how voxels are labelled (bump on change: the validation cache redoes hsynex's records):
+# 1 the arg-max over eleven channels, 2 :func:`hard_channels`
+LABEL_RULE = 2
 
 
 def swap_hemispheres(post: np.ndarray) -> np.ndarray:
@@ -53,6 +56,19 @@ def mask_posteriors(post: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def hard_channels(post: np.ndarray) -> np.ndarray:
+    """The segmentation's channel at every voxel of posteriors (..., 11): the most probable
+    subunit where the whole hypothalamus is more probable than the background (1 - P(background)
+    > 0.5), else 0.
+
+    The whole hypothalamus decides *whether* a voxel is labelled and the subunits only *which*
+    label it gets, as the volumes are counted (the subunits add up to the whole, and the
+    partial-volume correction reads the same region): an arg-max over all eleven channels would
+    leave a voxel unlabelled where, say, background 0.4 beats two subunits at 0.3 each."""
+    post = np.asarray(post)
+    return np.where(post[..., 0] < 0.5, 1 + np.argmax(post[..., 1:], axis=-1), 0)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a boolean mask (empty stays empty)."""
     from scipy import ndimage
@@ -66,13 +82,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def keep_largest_component_per_hemisphere(post: np.ndarray) -> np.ndarray:
-    """Keep, per hemisphere, only the largest connected blob of its (arg-max) subunits.
+    """Keep, per hemisphere, only the largest connected blob of its subunits
+    (:func:`hard_channels`).
 
     Outside that blob the hemisphere's subunit probabilities are moved to the background, so the
     posteriors stay normalised and agree with the segmentation.
     """
     out = post.copy()
-    hard = np.argmax(post, axis=-1)
+    hard = hard_channels(post)
     for channels in (LEFT_CHANNELS, RIGHT_CHANNELS):
         side = np.isin(hard, channels)
         removed = side & ~largest_component(side)

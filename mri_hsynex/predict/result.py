@@ -20,6 +20,7 @@ from ..labels import ALL_OUTPUT_ROWS, GROUPINGS, SUBUNIT_IDS, SUBUNIT_NAMES
 from .grid import Grid, footprint, sample, sub_grid
 from .localise import Localisation
 from .outputs import OutputPaths, StagedFiles, check_output_paths
+from .postprocess import hard_channels
 
 CHANNEL_LABELS = np.array((0,) + SUBUNIT_IDS, dtype=np.int32)  # channel -> label id
 ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
@@ -83,10 +84,10 @@ class SegmentationResult:
     def seg(self) -> np.ndarray:
         """int32 labels 0/801-810 on the output grid."""
         if self.resample == "model":
-            return CHANNEL_LABELS[np.argmax(self.posteriors, axis=-1)]
+            return CHANNEL_LABELS[hard_channels(self.posteriors)]
         region, post = self._native_box
         seg = np.zeros(self.image_grid.shape, np.int32)
-        seg[region] = CHANNEL_LABELS[np.argmax(post, axis=-1)]
+        seg[region] = CHANNEL_LABELS[hard_channels(post)]
         return seg
 
     def output_posteriors(self, dtype: str | np.dtype = np.float32) -> np.ndarray:
@@ -124,7 +125,7 @@ class SegmentationResult:
         from ..volumes import structure_volumes
 
         voxel_mm3 = float(abs(np.linalg.det(self.crop_grid.affine[:3, :3])))
-        model_seg = CHANNEL_LABELS[np.argmax(self.posteriors, axis=-1)]
+        model_seg = CHANNEL_LABELS[hard_channels(self.posteriors)]
         soft = structure_volumes(model_seg, self.posteriors if self.volume_posteriors is None
                                  else self.volume_posteriors, voxel_mm3)
         counts = self._label_counts()
@@ -147,7 +148,7 @@ class SegmentationResult:
         from .reference import load_reference, z_scores
 
         reference = load_reference()
-        hard = np.argmax(self.posteriors, axis=-1)
+        hard = hard_channels(self.posteriors)
         inside = hard > 0
         confidence = float(self.posteriors.max(axis=-1)[inside].mean()) if inside.any() else 0.0
         soft = {label: v[1] for label, v in self.volumes.items()}

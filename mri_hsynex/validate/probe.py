@@ -47,8 +47,11 @@ def soft_volumes(post: np.ndarray, voxel_mm3: float) -> dict[int, float]:
 
 
 def hard_volumes(post: np.ndarray, voxel_mm3: float) -> dict[int, float]:
-    """Voxel counts x voxel volume of the arg-max labels of posteriors (X, Y, Z, 11)."""
-    counts = np.bincount(np.argmax(post, axis=-1).ravel(), minlength=post.shape[-1])
+    """Voxel counts x voxel volume of the labels of posteriors (X, Y, Z, 11), as the tool
+    labels them (``predict.postprocess.hard_channels``)."""
+    from ..predict.postprocess import hard_channels
+
+    counts = np.bincount(hard_channels(post).ravel(), minlength=post.shape[-1])
     return _with_groupings({label: float(counts[k]) * voxel_mm3
                             for k, label in enumerate(SUBUNIT_IDS, start=1)})
 
@@ -156,6 +159,7 @@ class ProbeEngine(HsynexEngine):
         from ..constants import VENTRAL_DC_DILATION_MM
         from ..predict.postprocess import (
             dilate,
+            hard_channels,
             keep_largest_component_per_hemisphere,
             mask_posteriors,
             merge_flip_tta,
@@ -167,7 +171,7 @@ class ProbeEngine(HsynexEngine):
             mask &= ~exclude
         post = keep_largest_component_per_hemisphere(
             mask_posteriors(merge_flip_tta(out2[0], out2[1]), mask))
-        return np.asarray((0,) + SUBUNIT_IDS, np.int32)[np.argmax(post, axis=-1)]
+        return np.asarray((0,) + SUBUNIT_IDS, np.int32)[hard_channels(post)]
 
     def check_against_pipeline(self, image_path: str | os.PathLike) -> float:
         """Largest absolute difference (mm^3, over 801-813) between this probe's ``pipeline``
