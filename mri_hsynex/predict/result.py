@@ -81,10 +81,15 @@ class SegmentationResult:
         return ndimage.uniform_filter(self.posteriors, size=tuple(size) + (1,), mode="nearest")
 
     @cached_property
+    def model_seg(self) -> np.ndarray:
+        """int32 labels 0/801-810 on the model grid (``postprocess.hard_channels``)."""
+        return CHANNEL_LABELS[hard_channels(self.posteriors)]
+
+    @cached_property
     def seg(self) -> np.ndarray:
         """int32 labels 0/801-810 on the output grid."""
         if self.resample == "model":
-            return CHANNEL_LABELS[hard_channels(self.posteriors)]
+            return self.model_seg
         region, post = self._native_box
         seg = np.zeros(self.image_grid.shape, np.int32)
         seg[region] = CHANNEL_LABELS[hard_channels(post)]
@@ -125,8 +130,7 @@ class SegmentationResult:
         from ..volumes import structure_volumes
 
         voxel_mm3 = float(abs(np.linalg.det(self.crop_grid.affine[:3, :3])))
-        model_seg = CHANNEL_LABELS[hard_channels(self.posteriors)]
-        soft = structure_volumes(model_seg, self.posteriors if self.volume_posteriors is None
+        soft = structure_volumes(self.model_seg, self.posteriors if self.volume_posteriors is None
                                  else self.volume_posteriors, voxel_mm3)
         counts = self._label_counts()
         out = {label: (int(counts[label - 800]), soft[label][1]) for label in SUBUNIT_IDS}
@@ -148,8 +152,7 @@ class SegmentationResult:
         from .reference import load_reference, z_scores
 
         reference = load_reference()
-        hard = hard_channels(self.posteriors)
-        inside = hard > 0
+        inside = self.model_seg > 0
         confidence = float(self.posteriors.max(axis=-1)[inside].mean()) if inside.any() else 0.0
         soft = {label: v[1] for label, v in self.volumes.items()}
         z = z_scores(soft, reference)

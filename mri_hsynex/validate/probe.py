@@ -164,6 +164,7 @@ class ProbeEngine(HsynexEngine):
             mask_posteriors,
             merge_flip_tta,
         )
+        from ..predict.result import CHANNEL_LABELS
 
         mask = dilate(localisation.region_on(crop), VENTRAL_DC_DILATION_MM, crop.voxel_mm)
         exclude = localisation.exclude_on(crop)
@@ -171,7 +172,7 @@ class ProbeEngine(HsynexEngine):
             mask &= ~exclude
         post = keep_largest_component_per_hemisphere(
             mask_posteriors(merge_flip_tta(out2[0], out2[1]), mask))
-        return np.asarray((0,) + SUBUNIT_IDS, np.int32)[hard_channels(post)]
+        return CHANNEL_LABELS[hard_channels(post)]
 
     def check_against_pipeline(self, image_path: str | os.PathLike) -> float:
         """Largest absolute difference (mm^3, over 801-813) between this probe's ``pipeline``
