@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synthetic import tiny_label_map
+from synthetic import tiny_affine, tiny_label_map
 
 from mri_hsynex import labels as label_tables
 from mri_hsynex.generator import GeneratorConfig
@@ -283,3 +283,24 @@ def test_volume_config_round_trip_and_errors():
                 {"resize_max_fraction": 2.0}):
         with pytest.raises(HsynexError):
             GeneratorConfig.from_dict(bad)
+
+
+def test_probe_pairs_depend_only_on_their_seed(tmp_path):
+    """``generator_probe --first-seed``: probing seeds 1.. renders exactly the pairs that seeds
+    0.. rendered from seed 1 on, so a checkpoint chosen on a run's validation pairs (seeds
+    0..n-1) can be probed on pairs it was not chosen on."""
+    import nibabel as nib
+
+    from mri_hsynex.validate.generator_probe import probe_config, render_pairs
+
+    path = tmp_path / "sub-a_labels.nii.gz"
+    nib.save(nib.Nifti1Image(tiny_label_map((40, 40, 40)), tiny_affine()), path)
+    cfg = probe_config({"output_shape": [16, 16, 16], "target": "stage2", "supersample": 2,
+                        "distance_maps": False, "rician_std_max": 0.03, "noise_std_max": 0.0})
+    both = render_pairs(cfg, [path], [0, 1], kinds=(0,))
+    later = render_pairs(cfg, [path], [1], kinds=(0,))
+    assert [p.seed for p in both] == [0, 1] and later[0].seed == 1
+    np.testing.assert_array_equal(later[0].images, both[1].images)
+    np.testing.assert_array_equal(later[0].true_mm3, both[1].true_mm3)
+    assert not np.array_equal(both[0].images, both[1].images)
+    assert later[0].true_mm3[1] < later[0].true_mm3[0]  # the second member is the shrunk one

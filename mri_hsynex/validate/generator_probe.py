@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps", nargs="+", required=True,
                    help="substrings of the label-map file names to probe (e.g. sub-08)")
     p.add_argument("--seeds", type=int, default=6, help="pairs per map and kind (default 6)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seed of the first pair (default 0; a training run's validation pairs use "
+                        "seeds 0..sensitivity_pairs-1, so probe a checkpoint chosen on them from "
+                        "higher seeds)")
     p.add_argument("--shrink", type=float, default=0.2, help="relative shrinkage (0.2)")
     p.add_argument("--supersample", type=int, default=None,
                    help="render finer then pool (default: the model's generator config)")
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     stage1, stage2, mode, gen = load_stages(args.model, args.stage2)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = probe_config(gen, args.supersample, **overrides)
-    pairs = render_pairs(cfg, paths, range(args.seeds), args.shrink)
+    pairs = render_pairs(cfg, paths, range(args.first_seed, args.first_seed + args.seeds),
+                         args.shrink)
     rows, summary = probe(stage1, stage2, pairs, args.mode or mode,
                           cfg.output_voxel_mm ** 3)
     summary.update(model=str(args.model), maps=[p.name for p in paths], mode=args.mode or mode,
