@@ -210,6 +210,30 @@ def test_gmm_layer_classes_ties_and_background():
     assert untied[labels[0] == 0][0] != 0
 
 
+def test_gmm_near_tie_gives_a_small_contrast_of_either_sign():
+    from mri_hsynex.generator.gmm import RandomGMM
+
+    labels = np.zeros((1, 8, 8, 8), np.int32)
+    labels[0, :4] = 28
+    labels[0, 4:] = 801
+    layer = RandomGMM(tie_classes=[[28, 801, 0.0]], near_tie_prob=1.0,
+                      near_tie_contrast=(0.05, 0.2), std_range=(0.0, 10.0), background_regions=1,
+                      mean_range=(50.0, 250.0), seed=3)
+    params = layer.sample_parameters(64, (8, 8, 8))
+    means, stds = to_np(params["means"]), to_np(params["stds"])
+    vdc, hyp = layer._ties[0][0], layer._ties[0][1]
+    contrast = means[:, hyp] / means[:, vdc] - 1.0
+    assert np.all((np.abs(contrast) >= 0.05 - 1e-5) & (np.abs(contrast) <= 0.2 + 1e-5))
+    assert (contrast > 0).any() and (contrast < 0).any()
+    np.testing.assert_allclose(stds[:, hyp], stds[:, vdc])
+    # exact ties win over near ties; without the near tie the classes are independent
+    tied = RandomGMM(tie_classes=[[28, 801, 1.0]], near_tie_prob=1.0, seed=3)
+    m = to_np(tied.sample_parameters(8, (8, 8, 8))["means"])
+    np.testing.assert_array_equal(m[:, hyp], m[:, vdc])
+    config = layer.get_config()
+    assert RandomGMM.from_config(config).near_tie_contrast == (0.05, 0.2)
+
+
 def test_gmm_background_regions_split_label_zero():
     from mri_hsynex.generator.gmm import RandomGMM
 

@@ -76,6 +76,12 @@ class GeneratorConfig:
     # [source label, tied label, probability]: the tied label's class takes the source label's
     # intensity parameters (real scans show little hypothalamus / ventral-DC contrast).
     tie_classes: tuple[tuple[int, int, float], ...] = ((28, 801, 0.3),)
+    # hsynex (issue 13): in untied samples, with this probability the first tie row's tied class
+    # takes the source's parameters with its mean moved by a relative U(near_tie_contrast) of
+    # random sign: the few-percent hypothalamus / ventral-DC contrast of real scans, which the
+    # uniform means rarely give, while the boundary stays visible (resizing may move it).
+    near_tie_prob: float = 0.0
+    near_tie_contrast: tuple[float, float] = (0.05, 0.3)
     # --- bias field -------------------------------------------------------------------------------
     bias_std: float = 0.7  # log-field std ~ U(0, bias_std)
     bias_scale: float = 0.025  # coarse grid cells per input voxel
@@ -106,6 +112,7 @@ class GeneratorConfig:
         self.output_shape = shape
         self.mean_range = _pair(self.mean_range, "mean_range")
         self.std_range = _pair(self.std_range, "std_range")
+        self.near_tie_contrast = _pair(self.near_tie_contrast, "near_tie_contrast")
         ties = []
         for tie in self.tie_classes:
             if len(tie) != 3:
@@ -129,7 +136,7 @@ class GeneratorConfig:
             setattr(self, name, value)
         for name in ("flip_prob", "morph_prob", "background_zero_prob", "background_dark_prob",
                      "prob_min_res", "prob_aniso", "resize_prob", "resize_max_fraction",
-                     "resize_ventricle_prob", "neighbour_prob", "prob_blur_only"):
+                     "resize_ventricle_prob", "neighbour_prob", "prob_blur_only", "near_tie_prob"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise HsynexError(f"generator config: {name} must be in [0, 1]")

@@ -10,7 +10,9 @@ split into ``background_regions`` smooth random regions (argmax of smooth noise 
 own class, to mimic the skull, sinus and neck tissue that crops of real scans contain where the
 label map says 0. ``tie_classes`` rows ``[source, tied, p]`` give the tied label's class the
 source label's parameters with probability p (little hypothalamus / ventral-DC contrast in real
-scans).
+scans). ``near_tie_prob``: in the other samples, the first row's tied class takes the source's
+parameters with the mean moved by a relative U(near_tie_contrast) of random sign (the few-percent
+contrast of real scans, which uniform means rarely give).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class RandomGMM(keras.layers.Layer):
                  background_dark_prob: float = 0.2, background_dark_max: float = 20.0,
                  background_regions: int = 4, background_region_scale: float = 0.08,
                  voxel_ratio: float = 1.0, tie_classes=((28, 801, 0.3),),
+                 near_tie_prob: float = 0.0, near_tie_contrast=(0.05, 0.3),
                  noise_scale: float = 1.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.max_label = int(max_label)
@@ -69,6 +72,8 @@ class RandomGMM(keras.layers.Layer):
         self.background_region_scale = float(background_region_scale)
         self.voxel_ratio = float(voxel_ratio)  # output voxel / input voxel (for region sizes)
         self.tie_classes = tuple((int(a), int(b), float(p)) for a, b, p in tie_classes)
+        self.near_tie_prob = float(near_tie_prob)
+        self.near_tie_contrast = tuple(float(v) for v in near_tie_contrast)
         # multiplies the per-voxel noise: s^1.5 on an s-times finer grid keeps the class std
         # after s x s x s pooling what it is at the output voxel
         self.noise_scale = float(noise_scale)
@@ -100,6 +105,13 @@ class RandomGMM(keras.layers.Layer):
             if row == 0 and tie is not None:
                 is_tied = ops.reshape(ops.convert_to_tensor(tie) > 0.5, (-1, 1))
             column = ops.one_hot(ops.convert_to_tensor([tied]), k) > 0.5  # (1, K)
+            if row == 0 and self.near_tie_prob > 0:  # untied: a small contrast instead
+                near = (uniform((b, 1), 0.0, 1.0, seed=sg) < self.near_tie_prob) & ~is_tied
+                sign = ops.where(uniform((b, 1), 0.0, 1.0, seed=sg) < 0.5, -1.0, 1.0)
+                contrast = sign * uniform((b, 1), *self.near_tie_contrast, seed=sg)
+                moved = means[:, source:source + 1] * (1.0 + contrast)
+                means = ops.where(near & column, moved, means)
+                stds = ops.where(near & column, stds[:, source:source + 1], stds)
             means = ops.where(is_tied & column, means[:, source:source + 1], means)
             stds = ops.where(is_tied & column, stds[:, source:source + 1], stds)
         mode = uniform((b, 1), 0.0, 1.0, seed=sg)
@@ -149,6 +161,9 @@ class RandomGMM(keras.layers.Layer):
             background_region_scale=self.background_region_scale,
             voxel_ratio=self.voxel_ratio,
             tie_classes=[list(t) for t in self.tie_classes], seed=self.seed)
+        if self.near_tie_prob > 0:
+            config.update(near_tie_prob=self.near_tie_prob,
+                          near_tie_contrast=list(self.near_tie_contrast))
         if self.noise_scale != 1.0:
             config["noise_scale"] = self.noise_scale
         return config
