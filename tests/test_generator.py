@@ -234,6 +234,27 @@ def test_gmm_near_tie_gives_a_small_contrast_of_either_sign():
     assert RandomGMM.from_config(config).near_tie_contrast == (0.05, 0.2)
 
 
+def test_gmm_low_contrast_pulls_every_mean_toward_the_average_and_keeps_the_stds():
+    from mri_hsynex.generator.gmm import RandomGMM
+
+    kwargs = dict(tie_classes=[], background_regions=1, background_zero_prob=0.0,
+                  background_dark_prob=0.0)
+    plain = RandomGMM(seed=5, **kwargs).sample_parameters(32, (4, 4, 4))
+    low = RandomGMM(seed=5, low_contrast_prob=1.0, low_contrast_range=(0.2, 0.3),
+                    **kwargs).sample_parameters(32, (4, 4, 4))
+    m0, m1 = to_np(plain["means"]), to_np(low["means"])
+    # per sample, the spread of the class means shrinks by the drawn factor, in [0.2, 0.3]
+    ratio = m1.std(axis=1) / m0.std(axis=1)
+    assert np.all((ratio > 0.2 - 1e-4) & (ratio < 0.3 + 1e-4))
+    np.testing.assert_allclose(m1.mean(axis=1), m0.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(to_np(low["stds"]), to_np(plain["stds"]))
+    # the order of the tissues is kept: the contrast shrinks, it does not change sign
+    assert np.all(np.argsort(m1, axis=1) == np.argsort(m0, axis=1))
+    layer = RandomGMM(low_contrast_prob=0.4, low_contrast_range=(0.2, 0.3))
+    assert RandomGMM.from_config(layer.get_config()).low_contrast_range == (0.2, 0.3)
+    assert "low_contrast_prob" not in RandomGMM().get_config()
+
+
 def test_gmm_background_regions_split_label_zero():
     from mri_hsynex.generator.gmm import RandomGMM
 

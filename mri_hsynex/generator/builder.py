@@ -101,6 +101,7 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
         background_region_scale=cfg.background_region_scale,
         voxel_ratio=fine_mm / cfg.input_voxel_mm, tie_classes=cfg.tie_classes,
         near_tie_prob=cfg.near_tie_prob, near_tie_contrast=cfg.near_tie_contrast,
+        low_contrast_prob=cfg.low_contrast_prob, low_contrast_range=cfg.low_contrast_range,
         noise_scale=float(s) ** 1.5, seed=derived_seed(seed, 2), name="gmm")
     layers["pool"] = PoolImage(s, name="pool") if s > 1 else None
     layers["bias"] = RandomBiasField(cfg.bias_std, cfg.bias_scale, voxel_ratio=ratio,

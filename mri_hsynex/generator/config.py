@@ -82,6 +82,11 @@ class GeneratorConfig:
     # uniform means rarely give, while the boundary stays visible (resizing may move it).
     near_tie_prob: float = 0.0
     near_tie_contrast: tuple[float, float] = (0.05, 0.3)
+    # hsynex (issue 13): with this probability a sample's class means are pulled toward their
+    # average by a factor U(low_contrast_range), stds kept: PD-like images where every tissue is
+    # a few noise sds from its neighbours (independent uniform means almost never give that)
+    low_contrast_prob: float = 0.0
+    low_contrast_range: tuple[float, float] = (0.1, 0.4)
     # --- bias field -------------------------------------------------------------------------------
     bias_std: float = 0.7  # log-field std ~ U(0, bias_std)
     bias_scale: float = 0.025  # coarse grid cells per input voxel
@@ -113,6 +118,7 @@ class GeneratorConfig:
         self.mean_range = _pair(self.mean_range, "mean_range")
         self.std_range = _pair(self.std_range, "std_range")
         self.near_tie_contrast = _pair(self.near_tie_contrast, "near_tie_contrast")
+        self.low_contrast_range = _pair(self.low_contrast_range, "low_contrast_range")
         ties = []
         for tie in self.tie_classes:
             if len(tie) != 3:
@@ -136,7 +142,8 @@ class GeneratorConfig:
             setattr(self, name, value)
         for name in ("flip_prob", "morph_prob", "background_zero_prob", "background_dark_prob",
                      "prob_min_res", "prob_aniso", "resize_prob", "resize_max_fraction",
-                     "resize_ventricle_prob", "neighbour_prob", "prob_blur_only", "near_tie_prob"):
+                     "resize_ventricle_prob", "neighbour_prob", "prob_blur_only", "near_tie_prob",
+                     "low_contrast_prob"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise HsynexError(f"generator config: {name} must be in [0, 1]")

@@ -12,7 +12,11 @@ label map says 0. ``tie_classes`` rows ``[source, tied, p]`` give the tied label
 source label's parameters with probability p (little hypothalamus / ventral-DC contrast in real
 scans). ``near_tie_prob``: in the other samples, the first row's tied class takes the source's
 parameters with the mean moved by a relative U(near_tie_contrast) of random sign (the few-percent
-contrast of real scans, which uniform means rarely give).
+contrast of real scans, which uniform means rarely give). ``low_contrast_prob``: the class means
+of a sample are pulled toward their average by a factor U(low_contrast_range) (the stds are
+kept), so that every tissue differs from its neighbours by a few noise sds, as in a PD-weighted
+scan; with independent uniform means all of the hypothalamus' neighbours are that close in
+almost no sample.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class RandomGMM(keras.layers.Layer):
                  background_regions: int = 4, background_region_scale: float = 0.08,
                  voxel_ratio: float = 1.0, tie_classes=((28, 801, 0.3),),
                  near_tie_prob: float = 0.0, near_tie_contrast=(0.05, 0.3),
+                 low_contrast_prob: float = 0.0, low_contrast_range=(0.1, 0.4),
                  noise_scale: float = 1.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.max_label = int(max_label)
@@ -74,6 +79,8 @@ class RandomGMM(keras.layers.Layer):
         self.tie_classes = tuple((int(a), int(b), float(p)) for a, b, p in tie_classes)
         self.near_tie_prob = float(near_tie_prob)
         self.near_tie_contrast = tuple(float(v) for v in near_tie_contrast)
+        self.low_contrast_prob = float(low_contrast_prob)
+        self.low_contrast_range = tuple(float(v) for v in low_contrast_range)
         # multiplies the per-voxel noise: s^1.5 on an s-times finer grid keeps the class std
         # after s x s x s pooling what it is at the output voxel
         self.noise_scale = float(noise_scale)
@@ -114,6 +121,11 @@ class RandomGMM(keras.layers.Layer):
                 stds = ops.where(near & column, stds[:, source:source + 1], stds)
             means = ops.where(is_tied & column, means[:, source:source + 1], means)
             stds = ops.where(is_tied & column, stds[:, source:source + 1], stds)
+        if self.low_contrast_prob > 0:  # every class toward the sample's average mean
+            low = uniform((b, 1), 0.0, 1.0, seed=sg) < self.low_contrast_prob
+            factor = uniform((b, 1), *self.low_contrast_range, seed=sg)
+            centre = ops.mean(means, axis=1, keepdims=True)
+            means = ops.where(low, centre + factor * (means - centre), means)
         mode = uniform((b, 1), 0.0, 1.0, seed=sg)
         zero = ops.cast(mode < self.background_zero_prob, "float32")
         dark = ops.cast(mode < self.background_zero_prob + self.background_dark_prob,
@@ -164,6 +176,9 @@ class RandomGMM(keras.layers.Layer):
         if self.near_tie_prob > 0:
             config.update(near_tie_prob=self.near_tie_prob,
                           near_tie_contrast=list(self.near_tie_contrast))
+        if self.low_contrast_prob > 0:
+            config.update(low_contrast_prob=self.low_contrast_prob,
+                          low_contrast_range=list(self.low_contrast_range))
         if self.noise_scale != 1.0:
             config["noise_scale"] = self.noise_scale
         return config
