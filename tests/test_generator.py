@@ -226,7 +226,7 @@ def test_gmm_near_tie_gives_a_small_contrast_of_either_sign():
     assert np.all((np.abs(contrast) >= 0.05 - 1e-5) & (np.abs(contrast) <= 0.2 + 1e-5))
     assert (contrast > 0).any() and (contrast < 0).any()
     np.testing.assert_allclose(stds[:, hyp], stds[:, vdc])
-    # exact ties win over near ties; without the near tie the classes are independent
+    # exact ties win over near ties
     tied = RandomGMM(tie_classes=[[28, 801, 1.0]], near_tie_prob=1.0, seed=3)
     m = to_np(tied.sample_parameters(8, (8, 8, 8))["means"])
     np.testing.assert_array_equal(m[:, hyp], m[:, vdc])
