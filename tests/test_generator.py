@@ -460,3 +460,28 @@ def test_morph_layer_probability_and_range():
     # only hypothalamus and ventral-DC voxels ever change
     moved = out != to_np(labels)
     assert set(np.unique(to_np(labels)[moved])) <= set(label_tables.SUBUNIT_IDS) | {28, 60}
+
+
+def test_morph_leaves_tied_samples_unchanged():
+    """Issue 13: where the hypothalamus has the ventral DC's intensity the boundary is invisible,
+    so moving it would teach the network to ignore it; tied samples keep their labels."""
+    from mri_hsynex.generator.morph import RandomHypothalamusMorph
+
+    labels = ops.convert_to_tensor(np.repeat(hypothalamus_pair()[None], 4, axis=0))
+    tie = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
+    out = to_np(RandomHypothalamusMorph(prob=1.0, seed=3)([labels, ops.convert_to_tensor(tie)]))
+    v0 = _hyp_volume(hypothalamus_pair())
+    for sample, tied in zip(out, tie):
+        if tied:
+            np.testing.assert_array_equal(sample, hypothalamus_pair())
+        else:
+            assert _hyp_volume(sample) != v0
+
+
+def test_generator_shares_the_tie_between_morph_and_gmm():
+    from mri_hsynex.generator.builder import generator_layers
+    from mri_hsynex.generator.config import GeneratorConfig
+
+    layers = generator_layers(GeneratorConfig(morph_prob=0.8), seed=0)
+    assert layers["tie"] is not None  # drawn once, given to the morph and to the GMM
+    assert generator_layers(GeneratorConfig(morph_prob=0.0), seed=0)["tie"] is None

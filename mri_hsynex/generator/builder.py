@@ -69,7 +69,8 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
     s = cfg.supersample
     fine_mm = cfg.fine_voxel_mm
     ratio = cfg.output_voxel_mm / cfg.input_voxel_mm
-    shared_tie = cfg.resize_prob > 0 and bool(cfg.tie_classes)
+    # the tie is drawn once and shared, so that tied samples never move the invisible boundary
+    shared_tie = (cfg.resize_prob > 0 or cfg.morph_prob > 0) and bool(cfg.tie_classes)
     layers: dict = {}
     layers["deform_crop"] = RandomDeformCrop(
         output_shape=cfg.fine_shape, output_voxel_mm=fine_mm,
@@ -135,8 +136,8 @@ def apply_generator_layers(layers: dict, cfg: GeneratorConfig, labels, center) -
     """Call the ``generator_layers`` in the order of the method (symbolically or eagerly)."""
     labels = layers["deform_crop"]([labels, center])
     labels = layers["flip"](labels)
-    labels = layers["morph"](labels)
     tie = layers["tie"](labels) if layers["tie"] is not None else None
+    labels = layers["morph"](labels if tie is None else [labels, tie])
     if layers["resize"] is not None:
         labels = layers["resize"]([labels, tie])
     if layers["neighbours"] is not None:

@@ -21,6 +21,11 @@ moves patches of the surface by one voxel and the volume changes continuously. D
 U(-0.65, 0.65) mm, node sd 0.4 mm) measured on a real 1 mm map: whole-hypothalamus volume change
 -24 % to +11 % (10th-90th percentile), -38 % to +24 % at the extremes; growth is the smaller
 because it is confined to the ventral DC.
+
+In *tied* samples (``RandomGMM`` gives the hypothalamus the ventral DC's intensity) this boundary
+is invisible, and moving it would change the target with no change in the image: a lesson to
+ignore the boundary (issue 13). Given the tie flag (``[labels, tie]``, drawn by ``RandomTie``
+and shared with the GMM), the layer leaves tied samples unchanged.
 """
 
 from __future__ import annotations
@@ -96,10 +101,10 @@ class RandomHypothalamusMorph(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = seed_generator(seed)
 
-    def sample_parameters(self, batch_size: int, shape: tuple[int, int, int]) -> dict:
+    def sample_parameters(self, batch_size: int, shape: tuple[int, int, int], tie=None) -> dict:
         """``offset_mm`` (B, X, Y, Z, 2): per sample and side, with probability ``prob``,
         U(-mean_mm, mean_mm) plus a smooth field (N(0, field_std_mm^2) at its nodes), clipped
-        to +-0.95 voxel; else 0."""
+        to +-0.95 voxel; else 0. ``tie`` (B,) float 1/0, when given: 0 in tied samples."""
         sg = self.seed_generator
         grid = tuple(coarse_grid_size(n, 1.0, 1.0, self.field_scale) for n in shape)
         mean = keras.random.uniform((batch_size, 1, 1, 1, 2), -self.mean_mm, self.mean_mm, seed=sg)
@@ -108,16 +113,24 @@ class RandomHypothalamusMorph(keras.layers.Layer):
         # at most one voxel layer: beyond that, erosion or dilation of the whole surface
         offset = ops.clip(upsample_field(field, shape) + mean, -0.95 * self.voxel_mm,
                           0.95 * self.voxel_mm)
+        if tie is not None:
+            on = on & (ops.reshape(ops.convert_to_tensor(tie), (-1, 1, 1, 1, 1)) < 0.5)
         return {"offset_mm": ops.where(on, offset, ops.zeros_like(offset))}
 
-    def call(self, labels):
+    def apply(self, labels, params: dict):
+        """The deterministic half: ``morph_hypothalamus`` with given parameters."""
+        return morph_hypothalamus(labels, params["offset_mm"], self.voxel_mm, self.voxel_mm)
+
+    def call(self, inputs):
+        """``labels`` or ``[labels, tie]`` (tie (B,) float 1/0: tied samples stay unchanged)."""
+        labels, tie = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
         if self.prob <= 0:
             return labels
         shape = tuple(int(n) for n in labels.shape[1:4])
-        params = self.sample_parameters(ops.shape(labels)[0], shape)
-        return morph_hypothalamus(labels, params["offset_mm"], self.voxel_mm, self.voxel_mm)
+        return self.apply(labels, self.sample_parameters(ops.shape(labels)[0], shape, tie))
 
-    def compute_output_spec(self, labels):
+    def compute_output_spec(self, inputs):
+        labels = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
         return keras.KerasTensor(labels.shape, dtype="int32")
 
     def get_config(self) -> dict:

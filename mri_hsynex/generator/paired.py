@@ -57,11 +57,11 @@ class PairRenderer:
         center = ops.convert_to_tensor(center, "float32")
         fine = L["deform_crop"].apply([labels, center], L["deform_crop"].sample_parameters(1))
         fine = L["flip"].apply(fine, L["flip"].sample_parameters(1))
-        fine = L["morph"](fine)
         tie = (self.tie_layer.sample_parameters(1)["tie"] if self.tie_layer is not None
                else ops.zeros((1,)))
         if tie_value is not None:
             tie = ops.full((1,), float(tie_value), dtype="float32")
+        fine = L["morph"]([fine, tie])
         if L["neighbours"] is not None:
             fine = L["neighbours"].apply(fine, L["neighbours"].sample_parameters(1))
         shape = tuple(int(s) for s in fine.shape[1:4])
