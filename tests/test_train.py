@@ -116,3 +116,47 @@ def test_resume_takes_the_configs_learning_rate(tmp_path):
     assert trainer.state["step"] == 2
     rate = float(keras.ops.convert_to_numpy(trainer.model.optimizer.learning_rate))
     assert rate == pytest.approx(0.0002)
+
+
+def test_kept_checkpoints_and_averaged_export(tmp_path):
+    """keep_every keeps step copies; --average-from exports the mean of their weights."""
+    import keras
+
+    from mri_hsynex.cli.train import main
+    from mri_hsynex.train.export import averaged_model, kept_checkpoints
+
+    maps = _write_maps(tmp_path / "labels")
+    cfg_path = _config(tmp_path, "localiser")
+    cfg = json.loads(cfg_path.read_text())
+    cfg["keep_every"] = 2
+    cfg_path.write_text(json.dumps(cfg))
+    run, out = tmp_path / "run", tmp_path / "models"
+    assert main(["--config", str(cfg_path), "--labels", str(maps), "--o", str(run),
+                 "--steps", "4", "--no-progress", "--export", str(out),
+                 "--average-from", "2"]) == 0
+    kept = kept_checkpoints(run, 2)
+    assert list(kept) == [2, 4]
+    weights = [keras.saving.load_model(p, compile=False).get_weights() for p in kept.values()]
+    exported = keras.saving.load_model(out / "localiser.keras", compile=False).get_weights()
+    for a, b, mean in zip(*weights, exported):
+        np.testing.assert_allclose(mean, (np.asarray(a) + np.asarray(b)) / 2, rtol=1e-5,
+                                   atol=1e-6)
+    assert np.any([np.any(np.asarray(a) != np.asarray(b)) for a, b in zip(*weights)])
+    assert averaged_model([kept[4]]).get_weights()[0].shape == weights[1][0].shape
+    settings = json.loads((out / "model.json").read_text())
+    assert settings["networks"]["localiser"]["checkpoint"].startswith("mean of 2 kept")
+    # without kept checkpoints from that step: one ERROR line, nothing exported
+    proc = subprocess.run([sys.executable, "-m", "mri_hsynex", "train", "--config",
+                           str(cfg_path), "--labels", str(maps), "--o", str(run), "--resume",
+                           "--no-progress", "--export", str(tmp_path / "m2"),
+                           "--average-from", "99"], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("ERROR: no kept checkpoints")
+    assert not (tmp_path / "m2" / "localiser.keras").exists()
+
+
+def test_keep_every_must_fit_the_checkpoints(tmp_path):
+    from mri_hsynex.errors import HsynexError
+    from mri_hsynex.train.config import TrainConfig
+
+    with pytest.raises(HsynexError, match="keep_every"):
+        TrainConfig.from_dict({"checkpoint_every": 50, "keep_every": 75})

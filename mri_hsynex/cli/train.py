@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ..errors import HsynexError
 from . import common
 
 DESCRIPTION = """\
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start from the networks in this model folder (e.g. models/)")
     parser.add_argument("--export", metavar="DIR", default=None,
                         help="after training, export the best networks into this model folder")
+    parser.add_argument("--average-from", type=int, default=None, metavar="STEP",
+                        help="with --export: export the mean weights of the checkpoints kept "
+                             "(config keep_every) from this step on, instead of the best one")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_seed_flag(parser)
     common.add_compute_flags(parser)
@@ -49,6 +53,8 @@ def _work(args: argparse.Namespace) -> int:
     from ..train.export import export_run
     from ..train.trainer import Trainer
 
+    if args.average_from is not None and not args.export:
+        raise HsynexError("--average-from works with --export only")
     cfg = TrainConfig.load(args.config)
     trainer = Trainer(cfg, args.labels, args.o, seed=args.seed, resume=args.resume,
                       init_dir=args.init)
@@ -56,7 +62,7 @@ def _work(args: argparse.Namespace) -> int:
     print(f"trained {state['step']} steps in {state['seconds'] / 60:.1f} min; "
           f"best validation score {state['best_score']:.3f} at step {state.get('best_step')}")
     if args.export:
-        for path in export_run(args.o, args.export):
+        for path in export_run(args.o, args.export, average_from=args.average_from):
             print(f"exported {path}")
     return 0
 

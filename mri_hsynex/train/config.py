@@ -11,6 +11,14 @@ from ..errors import HsynexError
 NETWORKS = ("cascade", "localiser", "stage1")
 
 
+KEPT_DIR = "kept"  # run-folder subfolder of the checkpoints kept every ``keep_every`` steps
+
+
+def kept_name(step: int) -> str:
+    """Run-folder path of the checkpoint kept at ``step``."""
+    return f"{KEPT_DIR}/step_{step:06d}.keras"
+
+
 @dataclass
 class TrainConfig:
     """What ``mri_hsynex train`` trains and how.
@@ -32,6 +40,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     steps: int = 5000
     checkpoint_every: int = 50
+    # > 0: every this many steps a copy of the checkpoint is kept as kept/step_NNNNNN.keras, for
+    # exporting the mean of the weights along a fine-tuning run (export_run(average_from=...))
+    keep_every: int = 0
     validate_every: int = 250
     n_validation: int = 12
     holdout: list = field(default_factory=lambda: ["sub-08"])
@@ -66,6 +77,8 @@ class TrainConfig:
         cfg = cls(**d)
         if cfg.network not in NETWORKS:
             raise HsynexError(f"network must be one of {NETWORKS}, not {cfg.network!r}", source)
+        if cfg.keep_every < 0 or (cfg.keep_every and cfg.keep_every % cfg.checkpoint_every):
+            raise HsynexError("keep_every must be 0 or a multiple of checkpoint_every", source)
         if cfg.cascade_mode not in ("independent", "product"):
             raise HsynexError("cascade_mode must be 'independent' or 'product', not "
                               f"{cfg.cascade_mode!r}", source)

@@ -11,11 +11,13 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .. import __version__
 from ..constants import MODEL_SETTINGS_FILE
 from ..errors import HsynexError
 from ..io import atomic_path
-from .config import TrainConfig
+from .config import KEPT_DIR, TrainConfig
 
 
 def _save_network(net, path: Path) -> None:
@@ -24,22 +26,58 @@ def _save_network(net, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_run(run_dir: str | Path, model_dir: str | Path,
-               checkpoint: str = "best.keras") -> list[Path]:
-    """Write the networks of ``run_dir/checkpoint`` to ``model_dir`` and update ``model.json``."""
+def kept_checkpoints(run_dir: str | Path, first_step: int) -> dict[int, Path]:
+    """The run's kept checkpoints (``keep_every``) from ``first_step`` on, by step."""
+    kept = {}
+    for path in (Path(run_dir) / KEPT_DIR).glob("step_*.keras"):
+        step = int(path.stem.split("_")[1])
+        if step >= first_step:
+            kept[step] = path
+    return dict(sorted(kept.items()))
+
+
+def averaged_model(paths: list[Path]):
+    """The first checkpoint's model with the mean of all the checkpoints' weights (the runs here
+    fine-tune with batch 1, so consecutive checkpoints scatter around a better point; instance
+    normalisation has no running statistics, so a plain mean is the whole job)."""
+    import keras
+
+    model = keras.saving.load_model(paths[0], compile=False)
+    total = [np.asarray(w, np.float64) for w in model.get_weights()]
+    for path in paths[1:]:
+        other = keras.saving.load_model(path, compile=False).get_weights()
+        total = [t + np.asarray(w, np.float64) for t, w in zip(total, other)]
+    model.set_weights([(t / len(paths)).astype(np.float32) for t in total])
+    return model
+
+
+def export_run(run_dir: str | Path, model_dir: str | Path, checkpoint: str = "best.keras",
+               average_from: int | None = None) -> list[Path]:
+    """Write the networks of ``run_dir/checkpoint`` to ``model_dir`` and update ``model.json``.
+    With ``average_from``, the networks are the mean of the weights of every kept checkpoint
+    (``kept/``) from that step on instead."""
     import keras
 
     from ..models import layers, losses  # noqa: F401  (registers the saved classes)
     from ..models.unet import UNetConfig, build_unet
 
     run_dir, model_dir = Path(run_dir), Path(model_dir)
-    source = run_dir / checkpoint
-    if not source.exists():
-        raise HsynexError("no checkpoint to export", source)
     cfg = TrainConfig.load(run_dir / "config.json")
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    trained = keras.saving.load_model(source, compile=False)
+    if average_from is not None:
+        kept = kept_checkpoints(run_dir, average_from)
+        if not kept:
+            raise HsynexError(f"no kept checkpoints from step {average_from} on (set keep_every "
+                              "in the training config)", run_dir / KEPT_DIR)
+        trained = averaged_model(list(kept.values()))
+        steps = list(kept)
+        checkpoint = (f"mean of {len(steps)} kept checkpoints, steps {steps[0]}-{steps[-1]}")
+    else:
+        source = run_dir / checkpoint
+        if not source.exists():
+            raise HsynexError("no checkpoint to export", source)
+        trained = keras.saving.load_model(source, compile=False)
     model_dir.mkdir(parents=True, exist_ok=True)
     settings_path = model_dir / MODEL_SETTINGS_FILE
     settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}

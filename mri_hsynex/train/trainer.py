@@ -4,7 +4,8 @@ set, best/last checkpoints, resumable.
 Files in the run folder:
 ``config.json`` (the TrainConfig), ``train_log.csv`` (step, losses, seconds), ``validation.csv``
 (step, Dice), ``validation_set.npz`` (the fixed synthetic validation images), ``last.keras`` and
-``state.json`` (resume point, optimiser included), ``best.keras`` (best validation score).
+``state.json`` (resume point, optimiser included), ``best.keras`` (best validation score);
+with ``keep_every``, ``kept/step_NNNNNN.keras`` (copies for weight averaging, ``export``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from ..errors import HsynexError
 from ..io import atomic_path
 from ..labels import LOCALISER_CLASS_NAMES, STAGE2_CLASSES
-from .config import TrainConfig
+from .config import KEPT_DIR, TrainConfig, kept_name
 
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
 LOCALISER_SCORED = (2, 3, 4)  # ventral DC left/right, 3rd ventricle: what the localiser is for
@@ -317,6 +318,10 @@ class Trainer:
         self._save("last.keras")
         with atomic_path(self.run_dir / "state.json") as tmp:
             Path(tmp).write_text(json.dumps(self.state))
+        step = self.state["step"]
+        if self.cfg.keep_every and step % self.cfg.keep_every == 0:
+            (self.run_dir / KEPT_DIR).mkdir(exist_ok=True)
+            self._save(kept_name(step))
 
     def _trim_logs(self, step: int) -> None:
         """Drop log rows after ``step`` (work done after the checkpoint we start from)."""
