@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from .. import labels as label_tables
-from .grid import coarse_grid_size, seed_generator, upsample_field
+from .grid import coarse_grid_size, labels_and_tie, seed_generator, upsample_field
 
 
 def generation_classes(labels, class_lut, n_label_classes: int, region_field=None):
@@ -153,12 +153,12 @@ class RandomGMM(keras.layers.Layer):
                          params["normal"] * self.noise_scale)
 
     def call(self, inputs):
-        labels, tie = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        labels, tie = labels_and_tie(inputs)
         shape = tuple(int(n) for n in labels.shape[1:4])
         return self.apply(labels, self.sample_parameters(ops.shape(labels)[0], shape, tie))
 
     def compute_output_spec(self, inputs):
-        labels = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        labels = labels_and_tie(inputs)[0]
         return keras.KerasTensor(labels.shape, dtype="float32")
 
     def get_config(self) -> dict:

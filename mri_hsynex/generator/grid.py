@@ -58,6 +58,13 @@ def batch_size(tensor) -> int:
     return ops.shape(tensor)[0]
 
 
+def labels_and_tie(inputs):
+    """``(labels, tie)`` from a layer input that is ``labels`` or ``[labels, tie]`` (the tie flag
+    drawn once by ``RandomTie`` and shared by the layers that must respect it); tie None if
+    absent."""
+    return tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs, None)
+
+
 def derived_seed(seed: int | None, index: int) -> int | None:
     """A distinct, reproducible seed for sub-layer ``index`` of a generator seeded ``seed``."""
     if seed is None:

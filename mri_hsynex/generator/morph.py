@@ -36,7 +36,7 @@ import keras
 from keras import ops
 
 from .. import labels as label_tables
-from .grid import coarse_grid_size, seed_generator, upsample_field
+from .grid import coarse_grid_size, labels_and_tie, seed_generator, upsample_field
 from .targets import shifted, signed_distance
 
 SIDES = (
@@ -123,14 +123,14 @@ class RandomHypothalamusMorph(keras.layers.Layer):
 
     def call(self, inputs):
         """``labels`` or ``[labels, tie]`` (tie (B,) float 1/0: tied samples stay unchanged)."""
-        labels, tie = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        labels, tie = labels_and_tie(inputs)
         if self.prob <= 0:
             return labels
         shape = tuple(int(n) for n in labels.shape[1:4])
         return self.apply(labels, self.sample_parameters(ops.shape(labels)[0], shape, tie))
 
     def compute_output_spec(self, inputs):
-        labels = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        labels = labels_and_tie(inputs)[0]
         return keras.KerasTensor(labels.shape, dtype="int32")
 
     def get_config(self) -> dict:

@@ -72,7 +72,7 @@ def export_run(run_dir: str | Path, model_dir: str | Path, checkpoint: str = "be
                               "in the training config)", run_dir / KEPT_DIR)
         trained = averaged_model(list(kept.values()))
         steps = list(kept)
-        checkpoint = (f"mean of {len(steps)} kept checkpoints, steps {steps[0]}-{steps[-1]}")
+        checkpoint = f"mean of {len(steps)} kept checkpoints, steps {steps[0]}-{steps[-1]}"
     else:
         source = run_dir / checkpoint
         if not source.exists():

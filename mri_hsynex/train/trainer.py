@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -319,9 +320,10 @@ class Trainer:
         with atomic_path(self.run_dir / "state.json") as tmp:
             Path(tmp).write_text(json.dumps(self.state))
         step = self.state["step"]
-        if self.cfg.keep_every and step % self.cfg.keep_every == 0:
+        if self.cfg.keep_every and step % self.cfg.keep_every == 0:  # a copy, not a second save
             (self.run_dir / KEPT_DIR).mkdir(exist_ok=True)
-            self._save(kept_name(step))
+            with atomic_path(self.run_dir / kept_name(step)) as tmp:
+                shutil.copyfile(self.run_dir / "last.keras", tmp)
 
     def _trim_logs(self, step: int) -> None:
         """Drop log rows after ``step`` (work done after the checkpoint we start from)."""
