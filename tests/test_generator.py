@@ -485,3 +485,108 @@ def test_generator_shares_the_tie_between_morph_and_gmm():
     layers = generator_layers(GeneratorConfig(morph_prob=0.8), seed=0)
     assert layers["tie"] is not None  # drawn once, given to the morph and to the GMM
     assert generator_layers(GeneratorConfig(morph_prob=0.0), seed=0)["tie"] is None
+
+
+# --- brain-mask cut ------------------------------------------------------------------------------
+def _cut_params(b=1, normal=(0.0, 0.0, -1.0), offset=2.0, corner=0.0,
+                corner_normal=(0.0, 1.0, 0.0), fraction=0.0, on=1.0) -> dict:
+    def rows(v):
+        return ops.convert_to_tensor([list(v)] * b, "float32")
+    return {"on": ops.full((b,), on), "normal": rows(normal), "offset_mm": ops.full((b,), offset),
+            "corner": ops.full((b,), corner), "corner_normal": rows(corner_normal),
+            "corner_fraction": ops.full((b,), fraction)}
+
+
+@pytest.mark.parametrize("voxel_mm", [1.0, 0.5])
+def test_mask_cut_zeroes_exactly_the_tissue_below_the_plane(voxel_mm):
+    """An axial plane ``offset`` mm under the hypothalamus' lowest voxel: every voxel centre
+    further down is 0, everything else (the hypothalamus included) keeps its value."""
+    from mri_hsynex.generator.mask_cut import cut_mask
+
+    labels = blobs()
+    z = np.arange(32) * voxel_mm
+    lowest = z[np.nonzero((labels == 801).any(axis=(0, 1)))[0].min()]
+    cut = to_np(cut_mask(ops.convert_to_tensor(labels[None]), _cut_params(offset=3.0),
+                         voxel_mm))[0]
+    below = (z < lowest - 3.0 - 1e-6)[None, None, :] & np.ones((32, 32, 1), bool)
+    np.testing.assert_array_equal(cut, below)
+    assert not cut[labels == 801].any()
+
+
+def test_mask_cut_corner_cuts_only_in_front_of_the_second_plane():
+    from mri_hsynex.generator.mask_cut import cut_mask
+
+    labels = blobs()
+    plain = to_np(cut_mask(ops.convert_to_tensor(labels[None]), _cut_params(offset=0.0)))[0]
+    boxed = to_np(cut_mask(ops.convert_to_tensor(labels[None]),
+                           _cut_params(offset=0.0, corner=1.0, fraction=0.0)))[0]
+    back = np.nonzero((labels == 801).any(axis=(0, 2)))[0].min()  # posterior end (axis 1 = A)
+    np.testing.assert_array_equal(boxed, plain & (np.arange(32) > back)[None, :, None])
+    assert 0 < boxed.sum() < plain.sum()
+
+
+def test_mask_cut_needs_a_hypothalamus_and_its_switch():
+    from mri_hsynex.generator.mask_cut import cut_mask
+
+    no_hyp = np.where(blobs() == 801, 0, blobs())
+    assert not to_np(cut_mask(ops.convert_to_tensor(no_hyp[None]), _cut_params())).any()
+    assert not to_np(cut_mask(ops.convert_to_tensor(blobs()[None]), _cut_params(on=0.0))).any()
+
+
+@settings(max_examples=15, deadline=None)
+@given(tilt=st.tuples(st.floats(-0.6, 0.6), st.floats(-0.6, 0.6)), offset=st.floats(0.0, 8.0),
+       corner=st.sampled_from([0.0, 1.0]), fraction=st.floats(0.0, 0.5))
+def test_mask_cut_never_removes_the_hypothalamus_and_shrinks_with_the_offset(tilt, offset, corner,
+                                                                             fraction):
+    """Whatever the plane: the structure (the target) stays visible, and a plane further down
+    removes a subset of what a closer one removes."""
+    from mri_hsynex.generator.mask_cut import RandomMaskCut
+
+    labels = ops.convert_to_tensor(blobs()[None])
+    image = ops.ones((1, 32, 32, 32))
+    normal = np.array([tilt[0], tilt[1], -1.0]) / np.linalg.norm([tilt[0], tilt[1], -1.0])
+    layer = RandomMaskCut(prob=1.0)
+    near, far = (to_np(layer.apply([image, labels], _cut_params(
+        normal=normal, offset=o, corner=corner, fraction=fraction)))[0] == 0
+        for o in (offset, offset + 2.0))
+    assert not near[blobs() == 801].any()
+    assert near.any() and not (far & ~near).any()
+
+
+def test_mask_cut_layer_probability_config_and_serialisation():
+    from mri_hsynex.errors import HsynexError
+    from mri_hsynex.generator.config import GeneratorConfig
+    from mri_hsynex.generator.mask_cut import RandomMaskCut
+
+    labels = ops.convert_to_tensor(np.repeat(blobs()[None], 6, axis=0))
+    image = ops.ones((6, 32, 32, 32))
+    assert (to_np(RandomMaskCut(prob=0.0, seed=1)([image, labels])) == 1).all()
+    cut = to_np(RandomMaskCut(prob=1.0, offset_mm=(0.0, 4.0), seed=1)([image, labels])) == 0
+    assert all(sample.any() for sample in cut)
+    layer = RandomMaskCut(prob=0.3, offset_mm=(1.0, 5.0), max_tilt_deg=20.0, seed=4)
+    clone = RandomMaskCut.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    for bad in ({"cut_prob": 1.5}, {"cut_offset_mm": [5.0, 1.0]}, {"cut_max_tilt_deg": -1.0}):
+        with pytest.raises(HsynexError):
+            GeneratorConfig(**bad)
+
+
+def test_generator_cut_changes_the_image_only():
+    """Same seed with and without the cut: identical labels and targets; the cut adds zeros and
+    never inside the hypothalamus."""
+    from mri_hsynex.generator.builder import build_generator
+    from mri_hsynex.generator.config import GeneratorConfig
+
+    labels = ops.convert_to_tensor(blobs()[None])
+    center = ops.convert_to_tensor([[16.0, 17.0, 15.0]])
+    kw = dict(output_shape=(24, 24, 24), crop_jitter_mm=0.0, prob_min_res=1.0, flip_prob=0.0,
+              background_zero_prob=0.0, background_dark_prob=0.0, distance_maps=False)
+    plain = build_generator(GeneratorConfig(**kw), seed=5)({"labels": labels, "center": center})
+    cut = build_generator(GeneratorConfig(cut_prob=1.0, cut_offset_mm=(0.0, 1.0), **kw), seed=5)(
+        {"labels": labels, "center": center})
+    np.testing.assert_array_equal(to_np(plain["labels"]), to_np(cut["labels"]))
+    np.testing.assert_array_equal(to_np(plain["target"]), to_np(cut["target"]))
+    hyp = to_np(cut["labels"])[0] == 801
+    zeros = to_np(cut["image"])[0, ..., 0] == 0
+    assert (zeros & ~hyp).sum() > (to_np(plain["image"])[0, ..., 0] == 0).sum()
+    assert hyp.any() and not zeros[hyp].any()

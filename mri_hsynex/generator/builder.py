@@ -3,8 +3,9 @@
 deformation + crop -> left/right flip -> hypothalamus growth/shrinkage -> [hypothalamus resize
 with neighbours fixed -> neighbour resize with the hypothalamus fixed] -> conditional GMM ->
 [average pooling from the fine grid] -> bias field -> intensity -> resolution / thickness ->
-[Rician noise] -> normalisation; targets (one-hot or pooled fractions, signed distance) from the
-labels. Steps in brackets are off by default (issue 13's volume-faithful rendering).
+[Rician noise] -> [brain-mask cut] -> normalisation; targets (one-hot or pooled fractions,
+signed distance) from the labels. Steps in brackets are off by default (issue 13's
+volume-faithful rendering; the cut: skull-stripped scans).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def import_layers() -> None:
         flip,
         gmm,
         intensity,
+        mask_cut,
         morph,
         noise,
         partial_volume,
@@ -58,6 +60,7 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
     from .gmm import RandomGMM
     from .grid import derived_seed
     from .intensity import MinMaxNormalise, RandomIntensity
+    from .mask_cut import RandomMaskCut
     from .morph import RandomHypothalamusMorph
     from .noise import RandomRicianNoise
     from .partial_volume import PartialVolumeDistance, PoolImage, PoolLabels, SoftTargets
@@ -116,6 +119,10 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
         prob_blur_only=cfg.prob_blur_only, seed=derived_seed(seed, 5), name="resolution")
     layers["rician"] = (RandomRicianNoise(cfg.rician_std_max, seed=derived_seed(seed, 10),
                                           name="rician") if cfg.rician_std_max > 0 else None)
+    layers["cut"] = (RandomMaskCut(cfg.cut_prob, cfg.cut_offset_mm, cfg.cut_max_tilt_deg,
+                                   cfg.cut_corner_prob, voxel_mm=cfg.output_voxel_mm,
+                                   seed=derived_seed(seed, 11), name="cut")
+                     if cfg.cut_prob > 0 else None)
     layers["normalise"] = MinMaxNormalise(name="normalise")
     if s > 1:
         layers["labels_out"] = PoolLabels(s, name="pooled_labels")
@@ -147,13 +154,15 @@ def apply_generator_layers(layers: dict, cfg: GeneratorConfig, labels, center) -
 
 
 def finish_image_and_targets(layers: dict, cfg: GeneratorConfig, image, labels) -> dict:
-    """Pool (with ``supersample``), bias, intensity, resolution, Rician noise, normalisation;
-    and the targets of the (fine) ``labels``."""
+    """Pool (with ``supersample``), bias, intensity, resolution, Rician noise, brain-mask cut,
+    normalisation; and the targets of the (fine) ``labels``."""
     for step in ("pool", "bias", "intensity", "resolution", "rician"):
         if layers[step] is not None:  # None: off (or applied already, paired.py)
             image = layers[step](image)
-    image = layers["normalise"](image)
     out_labels = labels if layers["labels_out"] is None else layers["labels_out"](labels)
+    if layers.get("cut") is not None:
+        image = layers["cut"]([image, out_labels])
+    image = layers["normalise"](image)
     outputs = {"image": image, "labels": out_labels, "target": layers["target"](labels)}
     if layers["distance"] is not None:
         outputs["distance"] = layers["distance"](labels)

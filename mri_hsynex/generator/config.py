@@ -103,6 +103,11 @@ class GeneratorConfig:
     blur_range: float = 1.03  # blur sigma multiplied by U(1/b, b)
     prob_blur_only: float = 0.0  # hsynex: blur (thickness U(r0, max_res_iso)), no downsampling
     rician_std_max: float = 0.0  # hsynex: Rician noise std U(0, m) after resolution, [0, 1] image
+    # --- brain-mask cut (hsynex; see generator/mask_cut.py) ---------------------------------------
+    cut_prob: float = 0.0  # probability of zeroing the image beyond a plane under the hypothalamus
+    cut_offset_mm: tuple[float, float] = (0.0, 10.0)  # the plane's distance below it, U(low, high)
+    cut_max_tilt_deg: float = 30.0  # the plane's tilt from axial, any direction
+    cut_corner_prob: float = 0.5  # only in front of a second (coronal-ish) plane: a box corner
     # --- targets ----------------------------------------------------------------------------------
     distance_maps: bool = True
     distance_max_mm: float = 8.0
@@ -119,6 +124,7 @@ class GeneratorConfig:
         self.std_range = _pair(self.std_range, "std_range")
         self.near_tie_contrast = _pair(self.near_tie_contrast, "near_tie_contrast")
         self.low_contrast_range = _pair(self.low_contrast_range, "low_contrast_range")
+        self.cut_offset_mm = _pair(self.cut_offset_mm, "cut_offset_mm")
         ties = []
         for tie in self.tie_classes:
             if len(tie) != 3:
@@ -129,7 +135,7 @@ class GeneratorConfig:
             raise HsynexError(f"generator config: target must be one of {TARGETS}, "
                               f"not {self.target!r}")
         for name in ("morph_mean_mm", "morph_field_std_mm", "resize_max_mm", "neighbour_max_mm",
-                     "rician_std_max"):
+                     "rician_std_max", "cut_max_tilt_deg"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:
                 raise HsynexError(f"generator config: {name} must be >= 0")
@@ -143,7 +149,7 @@ class GeneratorConfig:
         for name in ("flip_prob", "morph_prob", "background_zero_prob", "background_dark_prob",
                      "prob_min_res", "prob_aniso", "resize_prob", "resize_max_fraction",
                      "resize_ventricle_prob", "neighbour_prob", "prob_blur_only", "near_tie_prob",
-                     "low_contrast_prob"):
+                     "low_contrast_prob", "cut_prob", "cut_corner_prob"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise HsynexError(f"generator config: {name} must be in [0, 1]")

@@ -83,8 +83,12 @@ class PairRenderer:
         image = L["resolution"].apply(image, _tiled(L["resolution"].sample_parameters(1), n))
         if L["rician"] is not None:
             image = L["rician"].apply(image, _tiled(L["rician"].sample_parameters(1, coarse), n))
+        if L["cut"] is not None:  # one plane, placed per sample under its own hypothalamus
+            coarse_labels = fine if L["labels_out"] is None else L["labels_out"](fine)
+            image = L["cut"].apply([image, coarse_labels],
+                                   _tiled(L["cut"].sample_parameters(1), n))
         finished = dict(L)
-        for step in ("pool", "bias", "intensity", "resolution", "rician"):
+        for step in ("pool", "bias", "intensity", "resolution", "rician", "cut"):
             finished[step] = None  # applied above with shared parameters
         out = finish_image_and_targets(finished, cfg, image, fine)
         out["fine_labels"] = fine
