@@ -304,3 +304,31 @@ def test_probe_pairs_depend_only_on_their_seed(tmp_path):
     np.testing.assert_array_equal(later[0].true_mm3, both[1].true_mm3)
     assert not np.array_equal(both[0].images, both[1].images)
     assert later[0].true_mm3[1] < later[0].true_mm3[0]  # the second member is the shrunk one
+
+
+def _pair(cfg: dict, seed: int = 2, **render):
+    from mri_hsynex.generator.paired import PairRenderer
+
+    inputs = _inputs()
+    renderer = PairRenderer(GeneratorConfig(**{**VOLUME_CFG, **cfg}), seed=seed)
+    return renderer.render(inputs["labels"], inputs["center"], [(0.0, 0.0), (0.0, 0.0)],
+                           kind=0, **render)
+
+
+def test_pairs_morph_respects_the_tie_only_when_asked():
+    """``respect_tie=False`` lets every shape change move the hidden boundary (the probe's
+    blind-boundary control); by default a tied pair keeps the morph off."""
+    plain = to_np(_pair({}, tie_value=1.0)["fine_labels"])
+    kept = to_np(_pair({"morph_prob": 1.0}, tie_value=1.0)["fine_labels"])
+    moved = to_np(_pair({"morph_prob": 1.0}, tie_value=1.0, respect_tie=False)["fine_labels"])
+    np.testing.assert_array_equal(kept, plain)
+    assert volume(moved[0]) != volume(plain[0])
+
+
+def test_pairs_share_the_brain_mask_cut():
+    """Two members with the same anatomy get the same cut: identical images, zeros included."""
+    out = _pair({"cut_prob": 1.0, "cut_offset_mm": (0.0, 1.0), "resize_prob": 0.0,
+                 "neighbour_prob": 0.0})
+    images = to_np(out["image"])[..., 0]
+    np.testing.assert_array_equal(images[0], images[1])
+    assert (images[0] == 0).mean() > 0.05

@@ -181,15 +181,39 @@ def test_invariance_table_lists_every_variant(segmenter, tmp_path):
     image, affine = _head((36, 40, 32))
     scan = inv.write_variant(tmp_path / "scan.nii.gz", image, affine, {"dtype": "float32"})
     variants = inv.layout_variants(("LIA",)) + inv.INTENSITY_VARIANTS[:1] + \
-        inv.oblique_variants((10.0,))
+        inv.oblique_variants((10.0,)) + inv.mask_cut_variants((4.0,), ())
     rows = inv.run_invariance(scan, segmenter, variants, tmp_path)
-    assert [r.group for r in rows] == ["-", "layout", "intensity", "oblique"]
+    assert [r.group for r in rows] == ["-", "layout", "intensity", "oblique", "mask cut"]
     assert rows[1].change == pytest.approx((0.0, 0.0, 0.0), abs=1e-3)
     text = inv.markdown("scan.nii.gz", rows, [("noise", "no brain found")], 12.0)
     assert text.startswith(inv.BEGIN) and text.endswith(inv.END)
     assert "stored LIA" in text and "| noise | no brain found |" in text
+    assert "brain mask cut 4 mm under it" in text and "mask cut " in text.split("Largest")[1]
     doc = inv.replace_section("# Title\n\n" + inv.BEGIN + "\nold\n" + inv.END + "\ntail\n", text)
     assert "old" not in doc and doc.endswith("tail\n") and doc.count(inv.BEGIN) == 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(below=st.floats(0.0, 6.0), corner=st.booleans(), layout=st.sampled_from(["RAS", "LIA",
+                                                                                "PIR"]))
+def test_mask_cut_zeroes_under_the_structure_in_world_space(below, corner, layout):
+    """Whatever the axis order: exactly the voxels whose world z lies more than ``below`` mm
+    under the structure's lowest point go to 0 (with ``corner``, only those in front of its
+    back end), never the structure."""
+    image, affine = _head()
+    image, affine = inv.reorder(image, affine, layout)
+    labels, _ = inv.reorder(tiny_label_map((24, 28, 20)).astype(np.float32), _head()[1], layout)
+    inside = (labels >= 801) & (labels <= 810)
+    ijk = np.argwhere(np.ones(image.shape, bool))
+    world = (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(*image.shape, 3)
+    structure = world[inside]
+    out = inv.cut_below(image, affine, structure, below, corner)
+    expected = world[..., 2] < structure[:, 2].min() - below
+    if corner:
+        expected &= world[..., 1] > structure[:, 1].min()
+    np.testing.assert_array_equal(out == 0, expected | (image == 0))
+    np.testing.assert_array_equal(out[~expected], image[~expected])
+    assert not (out[inside] == 0).any() and expected.any()
 
 
 # --- brain evidence -----------------------------------------------------------------------------

@@ -118,6 +118,15 @@ def test_resume_takes_the_configs_learning_rate(tmp_path):
     assert rate == pytest.approx(0.0002)
 
 
+@pytest.mark.parametrize("step", [0, 7, 500, 123456])
+def test_kept_step_inverts_kept_name(step):
+    from mri_hsynex.train.config import kept_name, kept_step
+
+    assert kept_step(kept_name(step)) == step
+    for other in ("kept/last.keras", "kept/step_12.h5", "kept/step_x1.keras", "best.keras"):
+        assert kept_step(other) is None
+
+
 def test_kept_checkpoints_and_averaged_export(tmp_path):
     """keep_every keeps step copies; --average-from exports the mean of their weights."""
     import keras

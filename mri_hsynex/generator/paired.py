@@ -27,9 +27,9 @@ class PairRenderer:
     ``render(labels, center, fractions, kind)``: labels (1, X, Y, Z) int32, centre (1, 3) input
     voxels, ``fractions`` a list of per-sample (left, right) relative volume changes (e.g.
     ``[(0, 0), (-0.2, -0.2)]``), ``kind`` 0 (ventricle) or 1 (ventral DC; replaced by the
-    ventricle kind in tied samples unless ``respect_tie`` is False), or None for the kind the
-    generator would draw. Returns the generator's outputs for the len(fractions) samples, plus
-    "fine_labels" and "tie".
+    ventricle kind in tied samples unless ``respect_tie`` is False; likewise the morph), or None
+    for the kind the generator would draw. Returns the generator's outputs for the
+    len(fractions) samples, plus "fine_labels" and "tie".
     """
 
     def __init__(self, cfg: GeneratorConfig, seed: int | None = 0):
@@ -61,11 +61,12 @@ class PairRenderer:
                else ops.zeros((1,)))
         if tie_value is not None:
             tie = ops.full((1,), float(tie_value), dtype="float32")
-        fine = L["morph"]([fine, tie])
+        shape_tie = tie if respect_tie else ops.zeros((1,))  # what the shape changes respect
+        fine = L["morph"]([fine, shape_tie])
         if L["neighbours"] is not None:
             fine = L["neighbours"].apply(fine, L["neighbours"].sample_parameters(1))
         shape = tuple(int(s) for s in fine.shape[1:4])
-        params = self.resize.sample_parameters(1, shape, tie if respect_tie else ops.zeros((1,)))
+        params = self.resize.sample_parameters(1, shape, shape_tie)
         if kind is not None:
             forced = ops.convert_to_tensor([int(kind)], "int32")
             params["kind"] = (ops.where(tie > 0.5, 0, forced) if respect_tie else forced)

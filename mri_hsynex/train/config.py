@@ -19,6 +19,18 @@ def kept_name(step: int) -> str:
     return f"{KEPT_DIR}/step_{step:06d}.keras"
 
 
+def kept_step(path) -> int | None:
+    """The step of a kept checkpoint's path (``kept_name``'s inverse); None for another file."""
+    from pathlib import Path
+
+    stem = Path(path).stem
+    prefix = "step_"
+    if Path(path).suffix != ".keras" or not stem.startswith(prefix):
+        return None
+    digits = stem[len(prefix):]
+    return int(digits) if digits.isdigit() else None
+
+
 @dataclass
 class TrainConfig:
     """What ``mri_hsynex train`` trains and how.

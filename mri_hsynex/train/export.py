@@ -17,7 +17,7 @@ from .. import __version__
 from ..constants import MODEL_SETTINGS_FILE
 from ..errors import HsynexError
 from ..io import atomic_path
-from .config import KEPT_DIR, TrainConfig
+from .config import KEPT_DIR, TrainConfig, kept_step
 
 
 def _save_network(net, path: Path) -> None:
@@ -30,8 +30,8 @@ def kept_checkpoints(run_dir: str | Path, first_step: int) -> dict[int, Path]:
     """The run's kept checkpoints (``keep_every``) from ``first_step`` on, by step."""
     kept = {}
     for path in (Path(run_dir) / KEPT_DIR).glob("step_*.keras"):
-        step = int(path.stem.split("_")[1])
-        if step >= first_step:
+        step = kept_step(path)
+        if step is not None and step >= first_step:
             kept[step] = path
     return dict(sorted(kept.items()))
 

@@ -5,9 +5,11 @@
 same voxels in another axis order (RAS, LIA, PIR, LPS ...), an intensity offset or scale, another
 data type (uint8, int16 with ``scl_slope`` / ``scl_inter``, float32 with a negative background).
 ``oblique_variant`` rotates the affine about the scan's centre (an oblique acquisition: the same
-voxels, the head tilted in the world). ``non_brain_images`` draws images that hold no brain
-(noise, a constant with noise, phantoms, a body-like image, a smooth random texture), which the
-pipeline must refuse.
+voxels, the head tilted in the world). ``mask_cut_variants`` zero the scan as a tight brain mask
+would, across the base of the brain a few mm under the hypothalamus (placed from the tool's own
+segmentation of the scan as written): the hypothalamus is untouched, so its volume must not
+move. ``non_brain_images`` draws images that hold no brain (noise, a constant with noise,
+phantoms, a body-like image, a smooth random texture), which the pipeline must refuse.
 
 ``run_invariance`` segments every variant with one ``Segmenter`` and returns the whole and per-side
 volumes with their change from the scan as written; ``python -m mri_hsynex.validate.invariance``
@@ -35,12 +37,15 @@ WHOLE, LEFT, RIGHT = 813, 811, 812
 
 @dataclass(frozen=True)
 class Variant:
-    """A way of writing a scan: ``name``, ``group`` (layout / intensity / oblique), and the
-    function that turns (data, affine) into (data, affine, storage) for ``write_variant``."""
+    """A way of writing a scan: ``name``, ``group`` (layout / intensity / oblique / mask cut),
+    and the function that turns (data, affine) into (data, affine, storage) for
+    ``write_variant``; a ``placed`` variant's function also takes the world positions (N, 3) of
+    the voxels segmented in the scan as written."""
 
     name: str
     group: str
-    make: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, dict]]
+    make: Callable[..., tuple[np.ndarray, np.ndarray, dict]]
+    placed: bool = False
 
 
 # --- pure transformations ---------------------------------------------------------------------
@@ -118,6 +123,32 @@ def oblique_variants(degrees: Sequence[float] = (10.0, 20.0, 30.0),
                          lambda d, a, deg=deg, ax=ax: _stored(d, rotate_affine(a, d.shape, deg,
                                                                                 ax)))
                  for ax in axes for deg in degrees)
+
+
+def cut_below(data: np.ndarray, affine: np.ndarray, structure_world: np.ndarray,
+              below_mm: float, corner: bool = False) -> np.ndarray:
+    """``data`` zeroed where a tight brain mask would cut: every voxel centre more than
+    ``below_mm`` (>= 0) under the structure's lowest point (world z); with ``corner``, only those
+    also in front of its posterior end (world y), the box corner of the MNI152 2009 template.
+    The structure itself is never cut."""
+    ijk = np.indices(data.shape[:3]).reshape(3, -1).T
+    world = (ijk @ np.asarray(affine, float)[:3, :3].T + affine[:3, 3]).reshape(
+        *data.shape[:3], 3)
+    cut = world[..., 2] < structure_world[:, 2].min() - below_mm
+    if corner:
+        cut &= world[..., 1] > structure_world[:, 1].min()
+    return np.where(cut, 0.0, data).astype(np.float32)
+
+
+def mask_cut_variants(below_mm: Sequence[float] = (8.0, 4.0, 2.0),
+                      corner_mm: Sequence[float] = (2.0,)) -> tuple[Variant, ...]:
+    """The scan zeroed below an axial plane ``d`` mm under the hypothalamus, for each ``d`` of
+    ``below_mm`` (and only in front of its posterior end for each of ``corner_mm``)."""
+    planes = [(d, False) for d in below_mm] + [(d, True) for d in corner_mm]
+    return tuple(Variant(f"brain mask cut {d:g} mm under it" + (", front only" if c else ""),
+                         "mask cut", lambda v, a, w, d=d, c=c: _stored(cut_below(v, a, w, d, c), a),
+                         placed=True)
+                 for d, c in planes)
 
 
 def write_variant(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
@@ -219,12 +250,15 @@ def run_invariance(scan: str | os.PathLike, segmenter, variants: Sequence[Varian
     from ..io import load_volume
 
     volume = load_volume(scan, kind="image")
-    rows = [_segment_row("as written", "-", scan, segmenter, aseg)]
+    first, result = _segment_row("as written", "-", scan, segmenter, aseg)
+    rows = [first]
+    structure = _structure_world(result)
     for k, variant in enumerate(variants):
+        extra = (structure,) if variant.placed else ()
         data, affine, storage = variant.make(np.asarray(volume.data, np.float32),
-                                             np.asarray(volume.affine, float))
+                                             np.asarray(volume.affine, float), *extra)
         path = write_variant(Path(workdir) / f"variant_{k:02d}.nii.gz", data, affine, storage)
-        rows.append(_segment_row(variant.name, variant.group, path, segmenter, aseg))
+        rows.append(_segment_row(variant.name, variant.group, path, segmenter, aseg)[0])
         path.unlink()
     ref = rows[0]
     for row in rows:
@@ -233,9 +267,18 @@ def run_invariance(scan: str | os.PathLike, segmenter, variants: Sequence[Varian
     return rows
 
 
-def _segment_row(name: str, group: str, path, segmenter, aseg) -> Row:
-    volumes = segmenter.segment(path, aseg_path=aseg).volumes
-    return Row(name, group, volumes[WHOLE][1], volumes[LEFT][1], volumes[RIGHT][1])
+def _segment_row(name: str, group: str, path, segmenter, aseg):
+    """(the Row, the segmentation result)."""
+    result = segmenter.segment(path, aseg_path=aseg)
+    volumes = result.volumes
+    return Row(name, group, volumes[WHOLE][1], volumes[LEFT][1], volumes[RIGHT][1]), result
+
+
+def _structure_world(result) -> np.ndarray:
+    """World positions (N, 3) of the voxels labelled in a segmentation result."""
+    seg = np.asarray(result.seg)
+    affine = np.asarray(result.output_grid.affine, float)
+    return np.argwhere(seg > 0) @ affine[:3, :3].T + affine[:3, 3]
 
 
 def refusals(segmenter, workdir: str | os.PathLike, seed: int = 0) -> list[tuple[str, str]]:
@@ -377,7 +420,8 @@ def markdown(scan: str, rows: list[Row], refused: list[tuple[str, str]], seconds
         lines.append(f"| {r.name} | {r.group} | {r.whole:.1f} | {r.left:.1f} | {r.right:.1f} | "
                      + " | ".join(f"{c:+.2f} %" for c in r.change) + " |")
     worst = {g: max((max(abs(c) for c in r.change) for r in rows if r.group == g), default=0.0)
-             for g in ("layout", "intensity", "oblique")}
+             for g in ("layout", "intensity", "oblique", "mask cut")
+             if any(r.group == g for r in rows)}
     lines += ["", "Largest change (any of whole, left, right): "
               + ", ".join(f"{g} {v:.2f} %" for g, v in worst.items()) + ".", "",
               "Images with no brain (`mri_hsynex segment` must refuse each: exit 1, one "
@@ -409,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mri_hsynex.validate.invariance",
         description="Segment one scan written in many ways (axis orders, intensity scalings, "
-                    "data types, oblique affines) and images with no brain; write the tables "
-                    "into a markdown file between the invariance markers.")
+                    "data types, oblique affines, tight brain-mask cuts) and images with no "
+                    "brain; write the tables into a markdown file between the invariance "
+                    "markers.")
     parser.add_argument("--i", required=True, help="the scan (a real 1 mm T1, say)")
     parser.add_argument("--doc", default="docs/segment.md", help="markdown file to update")
     parser.add_argument("--shared", default="../shared",
@@ -427,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.time()
     segmenter = Segmenter(threads=args.threads)
     variants = (layout_variants() + INTENSITY_VARIANTS
-                + oblique_variants((10.0, 20.0, 30.0), (0,)) + oblique_variants((20.0,), (1, 2)))
+                + oblique_variants((10.0, 20.0, 30.0), (0,)) + oblique_variants((20.0,), (1, 2))
+                + mask_cut_variants())
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_invariance(args.i, segmenter, variants, tmp)
         refused = refusals(segmenter, tmp)
