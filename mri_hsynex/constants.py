@@ -40,5 +40,9 @@ LOCALISER_CROP = 64  # training crop of the localiser (voxels, per axis) = 192 m
 # says "partial_volume": false or the user asks for --no-pv
 PARTIAL_VOLUME = True
 VENTRAL_DC_DILATION_MM = 3.0  # ventral-DC(+3rd ventricle) mask dilation used to mask out FPs
+# beyond that dilation, up to this far from the region, a labelled blob that continues one inside
+# it is kept (predict/postprocess.anatomical_mask): a region that misses part of the structure (a
+# brain mask cut under it) must not cut the structure
+MASK_REACH_MM = 9.0
 MAX_VOXEL_MM = 20.0  # a voxel larger than this is not an MRI we can segment
 MAX_VOXELS = 1024**3  # refuse volumes larger than this before allocating them

@@ -111,6 +111,60 @@ def test_dilate_by_millimetres():
     assert P.dilate(mask, 3.0, 2.0)[10, 10, 11] and not P.dilate(mask, 3.0, 2.0)[10, 10, 12]
 
 
+def _labelled(shape, boxes) -> np.ndarray:
+    """Posteriors (X, Y, Z, 11): certain background except certain label 801 in ``boxes``."""
+    post = np.zeros((*shape, 11), np.float32)
+    post[..., 0] = 1.0
+    for box in boxes:
+        post[box + (0,)] = 0.0
+        post[box + (1,)] = 1.0
+    return post
+
+
+def test_anatomical_mask_keeps_a_blob_that_continues_the_region_and_drops_a_far_one():
+    """The region covers only the back of a 14-voxel-long structure (a localiser that missed its
+    front, as under a brain-mask cut): the structure is kept whole, up to MASK_REACH_MM; a blob
+    unconnected to the region, as close, still goes; the 3 mm band is always allowed."""
+    from mri_hsynex.constants import MASK_REACH_MM, VENTRAL_DC_DILATION_MM
+
+    shape = (40, 40, 40)
+    structure = (slice(18, 22), slice(12, 26), slice(18, 22))  # y 12..25: 8.2 mm at most
+    stray = (slice(27, 30), slice(23, 26), slice(18, 22))  # x 27..29: 6.3 mm from the region
+    region = np.zeros(shape, bool)
+    region[18:22, 20:26, 15:18] = True  # under the back half of the structure
+    post = _labelled(shape, [structure, stray])
+    mask = P.anatomical_mask(post, region, None, 1.0)
+    inside = np.zeros(shape, bool)
+    inside[structure] = True
+    reach = P.dilate(region, MASK_REACH_MM, 1.0)
+    assert not (inside & ~reach).any() and mask[inside].all()
+    assert reach[stray].any() and not mask[stray].any()
+    assert (mask >= P.dilate(region, VENTRAL_DC_DILATION_MM, 1.0)).all()
+    # the plain 3 mm band (the rule before) cut the structure
+    band = P.dilate(region, VENTRAL_DC_DILATION_MM, 1.0)
+    assert (inside & band).sum() < inside.sum()
+    # one voxel of soft edge around the kept blob, never beyond the reach
+    edge = P.dilate(inside, 1.0, 1.0) & ~inside & reach
+    assert mask[edge].all() and not (mask & ~reach).any()
+
+
+@settings(max_examples=15, deadline=None)
+@given(shift=st.tuples(*[st.integers(-3, 3)] * 3), voxel=st.sampled_from([1.0, 0.8]))
+def test_anatomical_mask_never_allows_the_excluded_voxels_and_follows_the_region(shift, voxel):
+    shape = (30, 30, 30)
+    region = np.zeros(shape, bool)
+    region[12:18, 12:18, 8:12] = True
+    region = np.roll(region, shift, axis=(0, 1, 2))
+    exclude = np.zeros(shape, bool)
+    exclude[14:16, :, :] = True  # a ventricle-like slab through the middle
+    post = _labelled(shape, [(slice(10, 20), slice(10, 20), slice(10, 16))])
+    mask = P.anatomical_mask(post, region, exclude, voxel)
+    assert not (mask & exclude).any()
+    assert (mask >= (P.dilate(region, 3.0, voxel) & ~exclude)).all()
+    empty = P.anatomical_mask(_labelled(shape, []), region, exclude, voxel)
+    np.testing.assert_array_equal(empty, P.dilate(region, 3.0, voxel) & ~exclude)
+
+
 def test_largest_component_per_hemisphere():
     post = np.zeros((12, 12, 12, 11), np.float32)
     post[..., 0] = 1.0

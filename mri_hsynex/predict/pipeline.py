@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import PARTIAL_VOLUME, STAGE_CROP, VENTRAL_DC_DILATION_MM
+from ..constants import PARTIAL_VOLUME, STAGE_CROP
 from ..errors import HsynexError
 from .canonical import canonical_axes, canonical_input
 from .grid import Grid, ras_grid, round_up, sample
@@ -25,7 +25,7 @@ from .localise import (
     normalise_percentiles,
 )
 from .postprocess import (
-    dilate,
+    anatomical_mask,
     keep_largest_component_per_hemisphere,
     mask_posteriors,
     merge_flip_tta,
@@ -98,11 +98,10 @@ class Segmenter:
         stage1, posteriors = self._run_cascade_tta(crop_image)
         timings["networks"] = time.perf_counter() - t
         t = time.perf_counter()
-        region = localisation.region_on(crop)
-        mask = dilate(region, VENTRAL_DC_DILATION_MM, crop.voxel_mm)
-        ventricle = localisation.exclude_on(crop)
-        if ventricle is not None:  # the hypothalamus lines the 3rd ventricle, never fills it
-            mask &= ~ventricle
+        # near the ventral DC + 3rd ventricle, and blobs that continue there; never in the aseg's
+        # 3rd ventricle (the hypothalamus lines it, never fills it)
+        mask = anatomical_mask(posteriors, localisation.region_on(crop),
+                               localisation.exclude_on(crop), crop.voxel_mm)
         posteriors = keep_largest_component_per_hemisphere(mask_posteriors(posteriors, mask))
         volume_posteriors = None
         if self.partial_volume:  # volumes from the image's own partial volume (predict/pvc.py)

@@ -75,9 +75,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     partial-volume correction; None: the whole crop is taken as one tissue, no correction);
     ``partial_volume``: whether the tool's volume ("pipeline") is the corrected one.
     """
-    from ..constants import VENTRAL_DC_DILATION_MM
     from ..predict.postprocess import (
-        dilate,
+        anatomical_mask,
         keep_largest_component_per_hemisphere,
         mask_posteriors,
         merge_flip_tta,
@@ -86,9 +85,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     voxel_mm3 = float(voxel_mm) ** 3
     merged = merge_flip_tta(stage2_pair[0], stage2_pair[1])
     whole1 = 0.5 * (stage1_pair[0] + stage1_pair[1][::-1])
-    dilated = dilate(region, VENTRAL_DC_DILATION_MM, voxel_mm)
     not_ventricle = np.ones(region.shape, bool) if exclude is None else ~exclude
-    mask = dilated & not_ventricle
+    mask = anatomical_mask(merged, region, exclude, voxel_mm)
     lcc = keep_largest_component_per_hemisphere
 
     def full(post, m=mask, largest=True):
@@ -107,7 +105,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
         "posterior volume": posterior,
         "PV corrected": corrected,
         "no VDC mask": soft_volumes(full(merged, not_ventricle), voxel_mm3),
-        "no 3V exclusion": soft_volumes(full(merged, dilated), voxel_mm3),
+        "no 3V exclusion": soft_volumes(
+            full(merged, anatomical_mask(merged, region, None, voxel_mm)), voxel_mm3),
         "no largest component": soft_volumes(full(merged, largest=False), voxel_mm3),
         "no flip TTA": soft_volumes(full(stage2_pair[0]), voxel_mm3),
         "no post-processing": soft_volumes(merged, voxel_mm3),
@@ -156,9 +155,8 @@ class ProbeEngine(HsynexEngine):
     @staticmethod
     def _labels(out2: np.ndarray, localisation, crop) -> np.ndarray:
         """The pipeline's hard labels on the crop (for Dice)."""
-        from ..constants import VENTRAL_DC_DILATION_MM
         from ..predict.postprocess import (
-            dilate,
+            anatomical_mask,
             hard_channels,
             keep_largest_component_per_hemisphere,
             mask_posteriors,
@@ -166,12 +164,10 @@ class ProbeEngine(HsynexEngine):
         )
         from ..predict.result import CHANNEL_LABELS
 
-        mask = dilate(localisation.region_on(crop), VENTRAL_DC_DILATION_MM, crop.voxel_mm)
-        exclude = localisation.exclude_on(crop)
-        if exclude is not None:
-            mask &= ~exclude
-        post = keep_largest_component_per_hemisphere(
-            mask_posteriors(merge_flip_tta(out2[0], out2[1]), mask))
+        merged = merge_flip_tta(out2[0], out2[1])
+        mask = anatomical_mask(merged, localisation.region_on(crop),
+                               localisation.exclude_on(crop), crop.voxel_mm)
+        post = keep_largest_component_per_hemisphere(mask_posteriors(merged, mask))
         return CHANNEL_LABELS[hard_channels(post)]
 
     def check_against_pipeline(self, image_path: str | os.PathLike) -> float:
