@@ -5,9 +5,12 @@ brain mask straight across the base of the brain, a few mm under the hypothalamu
 2009 template of ``make demo``; the Mindboggle/OASIS T1s). The label maps' background already
 comes as exact zeros in some samples (``background_zero_prob``), but there the zeros follow the
 labelled brain's outline; a cut also removes labelled tissue (optic chiasm, ventral DC, brain
-stem, temporal lobes) right under the structure. Measured before this layer: zeroing the real
-sub-08 T1 below a plane 4 mm under its hypothalamus shrank the shipped networks' volume from
-951 to 508 mm^3 and removed the anterior subunits: the volume followed the mask, not the anatomy.
+stem, temporal lobes) right under the structure. Measured (2026-12-06): zeroing the real sub-08
+T1 below a plane 4 mm under its hypothalamus took the tool's volume from 951 to 508 mm^3, but
+the cascade's own output did not move (stage 1: 1,080 voxels either way; 500 fine-tuning steps
+with this layer changed nothing): the 3 mm localiser lost the anterior ventral DC and its mask
+cut the structure (fixed in ``predict/postprocess.anatomical_mask``). The layer is off in every
+shipped config; it is there to train networks (a localiser, say) that must see such cuts.
 
 With probability ``prob`` per sample, the image is set to 0 beyond a plane under the
 hypothalamus: its normal points inferior, tilted by up to ``max_tilt_deg`` in any direction, and
