@@ -383,3 +383,42 @@ def test_block_mean_matches_reshaped_mean_and_keeps_world_position(order):
     np.testing.assert_allclose(averaged, expected, atol=1e-6)
     np.testing.assert_allclose(coarse.world(np.zeros(3)), grid.world(np.array([1.0, 1.0, 0.0])))
     np.testing.assert_allclose(coarse.voxel_mm, [3.0, 3.0, 2.0])
+
+
+@pytest.mark.parametrize("recentre", [False, True])
+def test_working_crop_recentres_on_the_labelled_hypothalamus(monkeypatch, recentre):
+    """The second crop is centred (to within half a scan voxel: snapped to the scan's voxels) on
+    the world centroid of what the first pass labels; off, or with too few voxels labelled, the
+    localisation's crop is kept."""
+    from mri_hsynex.constants import RECENTRE_MIN_VOXELS
+    from mri_hsynex.predict.localise import Localisation
+    from mri_hsynex.predict.pipeline import Segmenter
+
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-30.3, -25.7, -31.1)
+    grid = G.Grid((60, 60, 60), affine)
+    data = np.random.default_rng(0).random(grid.shape).astype(np.float32)
+    centre = np.array([1.0, 2.0, -3.0])
+    loc = Localisation(centre, np.ones(grid.shape, bool), grid, "test")
+    seg = Segmenter.__new__(Segmenter)
+    seg.stage_voxel_mm, seg.crop_shape, seg.recentre = 1.0, (24, 24, 24), recentre
+
+    def first_pass(boxes):
+        def run(self, crop_image):
+            post = _labelled(crop_image.shape, boxes)
+            return 1.0 - post[..., 0], post
+        return run
+
+    blob = (slice(14, 18), slice(15, 19), slice(8, 12))  # 64 voxels, centroid (15.5, 16.5, 9.5)
+    monkeypatch.setattr(Segmenter, "_run_cascade_tta", first_pass([blob]))
+    plain = G.ras_grid(centre, 1.0, (24, 24, 24), snap_to=grid)
+    crop = seg.working_crop(data, grid, loc)
+    middle = (np.array(crop.shape) - 1) / 2.0
+    if not recentre:
+        np.testing.assert_allclose(crop.affine, plain.affine)
+        return
+    target = plain.world(np.array([15.5, 16.5, 9.5]))
+    assert np.abs(crop.world(middle) - target).max() <= 0.5 + 1e-9
+    tiny = (slice(14, 15), slice(15, 16), slice(8, 8 + RECENTRE_MIN_VOXELS - 1))
+    monkeypatch.setattr(Segmenter, "_run_cascade_tta", first_pass([tiny]))
+    np.testing.assert_allclose(seg.working_crop(data, grid, loc).affine, plain.affine)
