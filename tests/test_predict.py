@@ -148,6 +148,21 @@ def test_anatomical_mask_keeps_a_blob_that_continues_the_region_and_drops_a_far_
     assert mask[edge].all() and not (mask & ~reach).any()
 
 
+def test_clean_posteriors_masks_then_keeps_the_largest_blob():
+    shape = (30, 30, 30)
+    region = np.zeros(shape, bool)
+    region[12:18, 12:18, 8:12] = True
+    big, small = (slice(12, 16), slice(12, 18), slice(12, 15)), (slice(12, 14), slice(12, 14),
+                                                                   slice(17, 19))
+    far = (slice(0, 3), slice(0, 3), slice(25, 28))
+    post = _labelled(shape, [big, small, far])
+    clean, mask = P.clean_posteriors(post, region, None, 1.0)
+    np.testing.assert_array_equal(mask, P.anatomical_mask(post, region, None, 1.0))
+    labelled = P.hard_channels(clean) > 0
+    assert labelled[big].all() and not labelled[small].any() and not labelled[far].any()
+    np.testing.assert_allclose(clean.sum(-1), 1.0, atol=1e-6)
+
+
 @settings(max_examples=15, deadline=None)
 @given(shift=st.tuples(*[st.integers(-3, 3)] * 3), voxel=st.sampled_from([1.0, 0.8]))
 def test_anatomical_mask_never_allows_the_excluded_voxels_and_follows_the_region(shift, voxel):

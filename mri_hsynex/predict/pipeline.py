@@ -24,13 +24,7 @@ from .localise import (
     localise_with_network,
     normalise_percentiles,
 )
-from .postprocess import (
-    anatomical_mask,
-    hard_channels,
-    keep_largest_component_per_hemisphere,
-    mask_posteriors,
-    merge_flip_tta,
-)
+from .postprocess import clean_posteriors, hard_channels, merge_flip_tta
 from .result import SegmentationResult
 
 RESAMPLE_MODES = ("native", "model")
@@ -106,9 +100,8 @@ class Segmenter:
         t = time.perf_counter()
         # near the ventral DC + 3rd ventricle, and blobs that continue there; never in the aseg's
         # 3rd ventricle (the hypothalamus lines it, never fills it)
-        mask = anatomical_mask(posteriors, localisation.region_on(crop),
-                               localisation.exclude_on(crop), crop.voxel_mm)
-        posteriors = keep_largest_component_per_hemisphere(mask_posteriors(posteriors, mask))
+        posteriors, mask = clean_posteriors(posteriors, localisation.region_on(crop),
+                                            localisation.exclude_on(crop), crop.voxel_mm)
         volume_posteriors = None
         if self.partial_volume:  # volumes from the image's own partial volume (predict/pvc.py)
             from .pvc import corrected_posteriors
@@ -161,10 +154,9 @@ class Segmenter:
             return crop
         _, posteriors = self._run_cascade_tta(
             normalise_percentiles(sample(data, grid, crop, order=1)))
-        mask = anatomical_mask(posteriors, localisation.region_on(crop),
-                               localisation.exclude_on(crop), crop.voxel_mm)
-        labelled = hard_channels(
-            keep_largest_component_per_hemisphere(mask_posteriors(posteriors, mask))) > 0
+        posteriors, _ = clean_posteriors(posteriors, localisation.region_on(crop),
+                                         localisation.exclude_on(crop), crop.voxel_mm)
+        labelled = hard_channels(posteriors) > 0
         if int(labelled.sum()) < RECENTRE_MIN_VOXELS:
             return crop
         return ras_grid(crop.world(np.argwhere(labelled).mean(axis=0)), self.stage_voxel_mm,

@@ -80,6 +80,14 @@ def anatomical_mask(post: np.ndarray, region: np.ndarray, exclude: np.ndarray | 
     return near | (edge & reach)
 
 
+def clean_posteriors(post: np.ndarray, region: np.ndarray, exclude: np.ndarray | None = None,
+                     voxel_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The pipeline's post-processing of TTA-merged posteriors: (the posteriors masked by
+    :func:`anatomical_mask` with only the largest blob per hemisphere kept, the mask)."""
+    mask = anatomical_mask(post, region, exclude, voxel_mm)
+    return keep_largest_component_per_hemisphere(mask_posteriors(post, mask)), mask
+
+
 def mask_posteriors(post: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Posteriors with every voxel outside ``mask`` set to certain background."""
     out = post.copy()

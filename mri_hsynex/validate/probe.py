@@ -154,19 +154,12 @@ class ProbeEngine(HsynexEngine):
     @staticmethod
     def _labels(out2: np.ndarray, localisation, crop) -> np.ndarray:
         """The pipeline's hard labels on the crop (for Dice)."""
-        from ..predict.postprocess import (
-            anatomical_mask,
-            hard_channels,
-            keep_largest_component_per_hemisphere,
-            mask_posteriors,
-            merge_flip_tta,
-        )
+        from ..predict.postprocess import clean_posteriors, hard_channels, merge_flip_tta
         from ..predict.result import CHANNEL_LABELS
 
-        merged = merge_flip_tta(out2[0], out2[1])
-        mask = anatomical_mask(merged, localisation.region_on(crop),
-                               localisation.exclude_on(crop), crop.voxel_mm)
-        post = keep_largest_component_per_hemisphere(mask_posteriors(merged, mask))
+        post, _ = clean_posteriors(merge_flip_tta(out2[0], out2[1]),
+                                   localisation.region_on(crop), localisation.exclude_on(crop),
+                                   crop.voxel_mm)
         return CHANNEL_LABELS[hard_channels(post)]
 
     def check_against_pipeline(self, image_path: str | os.PathLike) -> float:
