@@ -44,10 +44,5 @@ VENTRAL_DC_DILATION_MM = 3.0  # ventral-DC(+3rd ventricle) mask dilation used to
 # it is kept (predict/postprocess.anatomical_mask): a region that misses part of the structure (a
 # brain mask cut under it) must not cut the structure
 MASK_REACH_MM = 9.0
-# the networks run twice: on a crop centred by the localisation, then on one centred on the
-# hypothalamus that first pass labels (when it labels at least this many voxels); unless
-# model.json says "recentre": false
-RECENTRE = True
-RECENTRE_MIN_VOXELS = 20
 MAX_VOXEL_MM = 20.0  # a voxel larger than this is not an MRI we can segment
 MAX_VOXELS = 1024**3  # refuse volumes larger than this before allocating them

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import PARTIAL_VOLUME, RECENTRE, RECENTRE_MIN_VOXELS, STAGE_CROP
+from ..constants import PARTIAL_VOLUME, STAGE_CROP
 from ..errors import HsynexError
 from .canonical import canonical_axes, canonical_input
 from .grid import Grid, ras_grid, round_up, sample
@@ -24,7 +24,7 @@ from .localise import (
     localise_with_network,
     normalise_percentiles,
 )
-from .postprocess import clean_posteriors, hard_channels, merge_flip_tta
+from .postprocess import clean_posteriors, merge_flip_tta
 from .result import SegmentationResult
 
 RESAMPLE_MODES = ("native", "model")
@@ -36,14 +36,11 @@ class Segmenter:
     ``threads``/``cpu`` configure the Keras backend before keras is imported; ``seed`` fixes
     Keras' random state (inference itself is deterministic). ``partial_volume``: soft volumes
     corrected by the image's partial volume (``predict/pvc.py``); None: as model.json's
-    ``"partial_volume"`` says (default ``constants.PARTIAL_VOLUME``). ``recentre``: segment a
-    second crop centred on the hypothalamus the first one found (``working_crop``); None: as
-    model.json's ``"recentre"`` says (default ``constants.RECENTRE``).
+    ``"partial_volume"`` says (default ``constants.PARTIAL_VOLUME``).
     """
 
     def __init__(self, model_dir: str | os.PathLike | None = None, threads: int | None = None,
-                 cpu: bool = False, seed: int = 0, partial_volume: bool | None = None,
-                 recentre: bool | None = None):
+                 cpu: bool = False, seed: int = 0, partial_volume: bool | None = None):
         from ..backend import configure
 
         t0 = time.perf_counter()
@@ -64,9 +61,6 @@ class Segmenter:
         if partial_volume is None:
             partial_volume = self.networks.settings.get("partial_volume", PARTIAL_VOLUME)
         self.partial_volume = bool(partial_volume)
-        if recentre is None:
-            recentre = self.networks.settings.get("recentre", RECENTRE)
-        self.recentre = bool(recentre)
 
     def segment(self, image_path: str | os.PathLike, aseg_path: str | os.PathLike | None = None,
                 resample: str = "native") -> SegmentationResult:
@@ -93,7 +87,8 @@ class Segmenter:
         localisation = self.localise(data, grid, image_path, aseg_path)
         timings["localise"] = time.perf_counter() - t
         t = time.perf_counter()
-        crop = self.working_crop(data, grid, localisation)
+        crop = ras_grid(localisation.centre_world, self.stage_voxel_mm, self.crop_shape,
+                        snap_to=grid)
         crop_image = normalise_percentiles(sample(data, grid, crop, order=1))
         stage1, posteriors = self._run_cascade_tta(crop_image)
         timings["networks"] = time.perf_counter() - t
@@ -136,31 +131,6 @@ class Segmenter:
         return localise_with_network(data, grid, self.networks.localiser, info.voxel_mm,
                                      info.divisor, image_path,
                                      bool(self.networks.settings.get("brain_check", True)))
-
-    def working_crop(self, data: np.ndarray, grid: Grid, localisation: Localisation) -> Grid:
-        """The model-grid crop the networks segment, on the canonical view ``data``/``grid``:
-        centred on the localisation, then (``recentre``) on the hypothalamus a first pass of the
-        networks labels there (after the anatomical mask and the largest blob per side).
-
-        Why: the networks' answer depends on where the crop lies around the structure (on the
-        real sub-08 the localiser's centre is 5 mm off the midline, so the flipped copy of the
-        test-time augmentation sees other surroundings), and a localiser thrown off by the image
-        (a brain-mask cut under the hypothalamus moved it 4 mm) moved the volume by 3-4 %; the
-        hypothalamus' own centroid is where training centred its crops (issue 13, seventh
-        session). Costs one more pass of the networks."""
-        crop = ras_grid(localisation.centre_world, self.stage_voxel_mm, self.crop_shape,
-                        snap_to=grid)
-        if not self.recentre:
-            return crop
-        _, posteriors = self._run_cascade_tta(
-            normalise_percentiles(sample(data, grid, crop, order=1)))
-        posteriors, _ = clean_posteriors(posteriors, localisation.region_on(crop),
-                                         localisation.exclude_on(crop), crop.voxel_mm)
-        labelled = hard_channels(posteriors) > 0
-        if int(labelled.sum()) < RECENTRE_MIN_VOXELS:
-            return crop
-        return ras_grid(crop.world(np.argwhere(labelled).mean(axis=0)), self.stage_voxel_mm,
-                        self.crop_shape, snap_to=grid)
 
     def _run_cascade_tta(self, crop_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stage 1 -> stage 2 on the crop and its x-flipped copy (one batch of two); returns the

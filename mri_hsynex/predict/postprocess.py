@@ -18,9 +18,8 @@ N_CHANNELS = 1 + len(SUBUNIT_IDS)
 SWAP_LR = np.array((0,) + RIGHT_CHANNELS + LEFT_CHANNELS)
 # how voxels are labelled (bump on change: the validation cache redoes hsynex's records):
 # 1 the arg-max over eleven channels, 2 :func:`hard_channels`, 3 the mask of
-# :func:`anatomical_mask` (before: the region dilated by 3 mm), 4 the crop re-centred on the
-# hypothalamus (``Segmenter.working_crop``)
-LABEL_RULE = 4
+# :func:`anatomical_mask` (before: the region dilated by 3 mm)
+LABEL_RULE = 3
 
 
 def swap_hemispheres(post: np.ndarray) -> np.ndarray:

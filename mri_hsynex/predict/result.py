@@ -188,9 +188,7 @@ class SegmentationResult:
                              "crop_centre_ras_mm": [round(float(v), 2) for v in loc.centre_world],
                              **loc.details},
             "model_grid": {"shape": list(self.crop_grid.shape),
-                           "affine": np.round(self.crop_grid.affine, 4).tolist(),
-                           "centre_ras_mm": [round(float(v), 2) for v in self.crop_grid.world(
-                               (np.asarray(self.crop_grid.shape) - 1) / 2.0)]},
+                           "affine": np.round(self.crop_grid.affine, 4).tolist()},
             "volume_method": self.volume_method,
             "volumes_mm3": {ROW_NAMES[k]: round(v[1], 2) for k, v in self.volumes.items()},
             "nvoxels": {ROW_NAMES[k]: v[0] for k, v in self.volumes.items()},

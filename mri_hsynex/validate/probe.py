@@ -131,7 +131,7 @@ class ProbeEngine(HsynexEngine):
         from ..io import load_volume
         from ..models.cascade import STAGE1_POSTERIOR, run_cascade
         from ..predict.canonical import canonical_input
-        from ..predict.grid import sample
+        from ..predict.grid import ras_grid, sample
         from ..predict.localise import normalise_percentiles
 
         t0 = time.perf_counter()
@@ -140,7 +140,8 @@ class ProbeEngine(HsynexEngine):
         data, grid = canonical_input(np.asarray(image.data, np.float32).reshape(image.shape),
                                      np.asarray(image.affine, float))
         localisation = seg.localise(data, grid, image_path, aseg_path)
-        crop = seg.working_crop(data, grid, localisation)
+        crop = ras_grid(localisation.centre_world, seg.stage_voxel_mm, seg.crop_shape,
+                        snap_to=grid)
         x = normalise_percentiles(sample(data, grid, crop, order=1))[None, ..., None]
         out1, out2 = run_cascade(seg.networks.stage1, seg.networks.stage2,
                                  np.concatenate([x, x[:, ::-1]], axis=0), self._mode)
