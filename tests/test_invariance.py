@@ -216,6 +216,24 @@ def test_mask_cut_zeroes_under_the_structure_in_world_space(below, corner, layou
     assert not (out[inside] == 0).any() and expected.any()
 
 
+def test_mask_cut_variants_need_a_segmented_structure(tmp_path):
+    """Nothing labelled in the scan as written: one clear error, not a cut placed anywhere."""
+    from types import SimpleNamespace
+
+    from mri_hsynex.errors import HsynexError
+    from mri_hsynex.predict.grid import Grid
+
+    image, affine = _head()
+    scan = inv.write_variant(tmp_path / "scan.nii.gz", image, affine, {"dtype": "float32"})
+    empty = SimpleNamespace(volumes={k: (0, 0.0) for k in (811, 812, 813)},
+                            seg=np.zeros(image.shape, np.int32), output_grid=Grid(image.shape,
+                                                                                  affine))
+    stub = SimpleNamespace(segment=lambda path, aseg_path=None: empty)
+    with pytest.raises(HsynexError, match="cannot place"):
+        inv.run_invariance(scan, stub, inv.mask_cut_variants((4.0,), ()), tmp_path)
+    assert len(inv.run_invariance(scan, stub, inv.layout_variants(("LIA",)), tmp_path)) == 2
+
+
 # --- brain evidence -----------------------------------------------------------------------------
 def test_mutual_information_of_independent_and_identical_samples():
     from mri_hsynex.predict.brain_check import mutual_information

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HsynexError
 from ..predict.grid import rotation
 
 WHOLE, LEFT, RIGHT = 813, 811, 812
@@ -253,6 +254,9 @@ def run_invariance(scan: str | os.PathLike, segmenter, variants: Sequence[Varian
     first, result = _segment_row("as written", "-", scan, segmenter, aseg)
     rows = [first]
     structure = _structure_world(result)
+    if len(structure) == 0 and any(v.placed for v in variants):
+        raise HsynexError("nothing segmented in the scan as written: cannot place the "
+                          "mask-cut variants", scan)
     for k, variant in enumerate(variants):
         extra = (structure,) if variant.placed else ()
         data, affine, storage = variant.make(np.asarray(volume.data, np.float32),
@@ -283,8 +287,6 @@ def _structure_world(result) -> np.ndarray:
 
 def refusals(segmenter, workdir: str | os.PathLike, seed: int = 0) -> list[tuple[str, str]]:
     """Segment every ``non_brain_images`` image; (name, the error or "NOT REFUSED") each."""
-    from ..errors import HsynexError
-
     out = []
     for k, (name, (data, affine)) in enumerate(non_brain_images(seed).items()):
         path = write_variant(Path(workdir) / f"nobrain_{k:02d}.nii.gz", data, affine,
