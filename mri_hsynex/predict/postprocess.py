@@ -37,15 +37,24 @@ def merge_flip_tta(post: np.ndarray, post_of_flipped: np.ndarray) -> np.ndarray:
     return 0.5 * (post + unflip(post_of_flipped))
 
 
-def dilate(mask: np.ndarray, mm: float, voxel_mm: float | tuple = 1.0) -> np.ndarray:
-    """Boolean mask grown by ``mm`` millimetres (Euclidean distance on a grid of ``voxel_mm``)."""
+def distance_mm(mask: np.ndarray, voxel_mm: float | tuple = 1.0) -> np.ndarray:
+    """Euclidean distance (mm, on a grid of ``voxel_mm``) of every voxel to a boolean mask: 0
+    inside, inf everywhere when the mask is empty."""
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    sampling = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
+    return ndimage.distance_transform_edt(~mask, sampling=sampling)
+
+
+def dilate(mask: np.ndarray, mm: float, voxel_mm: float | tuple = 1.0) -> np.ndarray:
+    """Boolean mask grown by ``mm`` millimetres (Euclidean distance on a grid of ``voxel_mm``)."""
+    mask = np.asarray(mask, bool)
     if mm <= 0 or not mask.any():
         return mask.copy()
-    sampling = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
-    return ndimage.distance_transform_edt(~mask, sampling=sampling) <= mm
+    return distance_mm(mask, voxel_mm) <= mm
 
 
 def anatomical_mask(post: np.ndarray, region: np.ndarray, exclude: np.ndarray | None = None,
@@ -67,8 +76,9 @@ def anatomical_mask(post: np.ndarray, region: np.ndarray, exclude: np.ndarray | 
     from ..constants import MASK_REACH_MM, VENTRAL_DC_DILATION_MM
 
     allowed = np.ones(region.shape, bool) if exclude is None else ~np.asarray(exclude, bool)
-    near = dilate(region, VENTRAL_DC_DILATION_MM, voxel_mm) & allowed
-    reach = dilate(region, MASK_REACH_MM, voxel_mm) & allowed
+    distance = distance_mm(region, voxel_mm)  # one transform for both bands
+    near = (distance <= VENTRAL_DC_DILATION_MM) & allowed
+    reach = (distance <= MASK_REACH_MM) & allowed
     labelled = (hard_channels(post) > 0) & reach
     blobs, n = ndimage.label(labelled, structure=np.ones((3, 3, 3), bool))
     if n == 0:

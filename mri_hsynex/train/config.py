@@ -21,8 +21,6 @@ def kept_name(step: int) -> str:
 
 def kept_step(path) -> int | None:
     """The step of a kept checkpoint's path (``kept_name``'s inverse); None for another file."""
-    from pathlib import Path
-
     stem = Path(path).stem
     prefix = "step_"
     if Path(path).suffix != ".keras" or not stem.startswith(prefix):

@@ -132,9 +132,10 @@ def cut_below(data: np.ndarray, affine: np.ndarray, structure_world: np.ndarray,
     ``below_mm`` (>= 0) under the structure's lowest point (world z); with ``corner``, only those
     also in front of its posterior end (world y), the box corner of the MNI152 2009 template.
     The structure itself is never cut."""
+    from ..io import voxel_to_world
+
     ijk = np.indices(data.shape[:3]).reshape(3, -1).T
-    world = (ijk @ np.asarray(affine, float)[:3, :3].T + affine[:3, 3]).reshape(
-        *data.shape[:3], 3)
+    world = voxel_to_world(np.asarray(affine, float), ijk).reshape(*data.shape[:3], 3)
     cut = world[..., 2] < structure_world[:, 2].min() - below_mm
     if corner:
         cut &= world[..., 1] > structure_world[:, 1].min()
@@ -280,9 +281,7 @@ def _segment_row(name: str, group: str, path, segmenter, aseg):
 
 def _structure_world(result) -> np.ndarray:
     """World positions (N, 3) of the voxels labelled in a segmentation result."""
-    seg = np.asarray(result.seg)
-    affine = np.asarray(result.output_grid.affine, float)
-    return np.argwhere(seg > 0) @ affine[:3, :3].T + affine[:3, 3]
+    return result.output_grid.world(np.argwhere(np.asarray(result.seg) > 0))
 
 
 def refusals(segmenter, workdir: str | os.PathLike, seed: int = 0) -> list[tuple[str, str]]:
