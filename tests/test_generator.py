@@ -590,3 +590,92 @@ def test_generator_cut_changes_the_image_only():
     zeros = to_np(cut["image"])[0, ..., 0] == 0
     assert (zeros & ~hyp).sum() > (to_np(plain["image"])[0, ..., 0] == 0).sum()
     assert hyp.any() and not zeros[hyp].any()
+
+
+# --- CSF around the brain -------------------------------------------------------------------------
+def _shell(labels: np.ndarray, thickness: float, on: float = 1.0, voxel_mm: float = 1.0,
+           max_mm: float = 4.0) -> np.ndarray:
+    from mri_hsynex.generator.csf_shell import RandomCsfShell
+
+    layer = RandomCsfShell(prob=1.0, thickness_mm=(0.5, max_mm), voxel_mm=voxel_mm)
+    params = {"on": ops.convert_to_tensor([on]), "thickness_mm": ops.convert_to_tensor([thickness])}
+    return to_np(layer.apply(ops.convert_to_tensor(labels[None]), params))[0]
+
+
+def test_csf_shell_is_a_band_of_background_around_the_labels():
+    """Only label-0 voxels change, all to 24, and exactly those within the chamfer distance:
+    the 6 face neighbours at 1 mm; at 2 mm the cross dilated by the cube (27 + 6 x 9 voxels)."""
+    labels = np.zeros((15, 15, 15), np.int32)
+    labels[7, 7, 7] = 801
+    one = _shell(labels, 1.0)
+    assert one[7, 7, 7] == 801 and (one == 24).sum() == 6 and one[6, 7, 7] == 24
+    two = _shell(labels, 2.0)
+    assert (two == 24).sum() == 27 + 6 * 9 - 1
+    np.testing.assert_array_equal(_shell(labels, 2.0, on=0.0), labels)
+    from scipy import ndimage
+
+    point = labels > 0  # 0.5 mm voxels: four steps for 2 mm (cross, cube, cross, cube)
+    for k in range(4):
+        point = ndimage.binary_dilation(point, ndimage.generate_binary_structure(3, 1 + 2 * (k % 2)))
+    half = _shell(labels, 2.0, voxel_mm=0.5, max_mm=2.0)
+    np.testing.assert_array_equal(half == 24, point & (labels == 0))
+    ball = blobs()
+    shelled = _shell(ball, 3.0)
+    changed = shelled != ball
+    assert (ball[changed] == 0).all() and (shelled[changed] == 24).all()
+    distance = ndimage.distance_transform_edt(ball == 0)
+    assert (distance[changed] <= 3.0 * np.sqrt(3) + 1e-6).all()  # chamfer never beyond cube
+    assert (shelled[(distance <= 3.0) & (ball == 0)] == 24).all()  # nor short of the ball
+
+
+@settings(max_examples=15, deadline=None)
+@given(thin=st.floats(0.5, 3.0), extra=st.floats(0.0, 3.0))
+def test_csf_shell_grows_with_its_thickness_and_keeps_the_targets(thin, extra):
+    """A thicker shell contains a thinner one; labelled voxels (so every target) never change."""
+    ball = blobs()
+    a, b = _shell(ball, thin, max_mm=6.0), _shell(ball, thin + extra, max_mm=6.0)
+    assert not ((a == 24) & (b != 24)).any()
+    np.testing.assert_array_equal(a[ball > 0], ball[ball > 0])
+
+
+def test_csf_shell_layer_probability_config_and_serialisation():
+    from mri_hsynex.errors import HsynexError
+    from mri_hsynex.generator.config import GeneratorConfig
+    from mri_hsynex.generator.csf_shell import RandomCsfShell
+
+    labels = ops.convert_to_tensor(np.repeat(blobs()[None], 6, axis=0))
+    np.testing.assert_array_equal(to_np(RandomCsfShell(prob=0.0, seed=1)(labels)), to_np(labels))
+    out = to_np(RandomCsfShell(prob=1.0, thickness_mm=(1.0, 2.0), seed=1)(labels))
+    assert all((sample == 24).any() for sample in out)
+    layer = RandomCsfShell(prob=0.4, thickness_mm=(1.0, 3.0), voxel_mm=0.5, seed=4)
+    clone = RandomCsfShell.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    for bad in ({"csf_shell_prob": 1.5}, {"csf_shell_mm": [3.0, 1.0]}, {"csf_shell_mm": [0, 2]}):
+        with pytest.raises(HsynexError):
+            GeneratorConfig(**bad)
+
+
+def test_generator_csf_shell_gives_the_cistern_the_ventricle_s_intensity():
+    """In the generator, with the tie row [14, 24, 1]: the background next to the brain is CSF
+    with the 3rd ventricle's intensity; targets are those of the map without it."""
+    from mri_hsynex.generator.builder import build_generator
+    from mri_hsynex.generator.config import GeneratorConfig
+
+    ball = blobs()
+    ball[16:19, 14:17, 19:22] = 14  # a 3rd ventricle beside the hypothalamus
+    labels = ops.convert_to_tensor(ball[None])
+    center = ops.convert_to_tensor([[16.0, 17.0, 15.0]])
+    kw = dict(output_shape=(24, 24, 24), crop_jitter_mm=0.0, prob_min_res=1.0, flip_prob=0.0,
+              background_zero_prob=0.0, background_dark_prob=0.0, distance_maps=False,
+              bias_std=0.0, gamma_std=0.0, noise_std_max=0.0, std_range=(0.0, 0.0),
+              scaling_bounds=0.0, rotation_bounds_deg=0.0, shearing_bounds=0.0, nonlin_std=0.0)
+    ties = ((28, 801, 0.0), (14, 24, 1.0))
+    plain = build_generator(GeneratorConfig(tie_classes=ties, **kw), seed=5)(
+        {"labels": labels, "center": center})
+    shell = build_generator(GeneratorConfig(tie_classes=ties, csf_shell_prob=1.0, **kw), seed=5)(
+        {"labels": labels, "center": center})
+    out = to_np(shell["labels"])[0]
+    image = to_np(shell["image"])[0, ..., 0]
+    np.testing.assert_array_equal(to_np(plain["target"]), to_np(shell["target"]))
+    assert (out == 24).any() and (out == 14).any()
+    np.testing.assert_allclose(image[out == 24], image[out == 14].mean(), atol=1e-4)

@@ -332,3 +332,19 @@ def test_pairs_share_the_brain_mask_cut():
     images = to_np(out["image"])[..., 0]
     np.testing.assert_array_equal(images[0], images[1])
     assert (images[0] == 0).mean() > 0.05
+
+
+def test_pairs_share_the_csf_around_the_brain():
+    """The CSF shell is drawn once per pair: both members get the same cistern, and a pair that
+    differs in the hypothalamus differs in nothing else of its labels."""
+    from mri_hsynex.generator.paired import PairRenderer
+
+    inputs = _inputs()
+    labels = np.where(np.isin(inputs["labels"], (10, 49)), 0, inputs["labels"])  # a gap above
+    cfg = GeneratorConfig(**{**VOLUME_CFG, "csf_shell_prob": 1.0, "neighbour_prob": 0.0})
+    out = PairRenderer(cfg, seed=2).render(labels, inputs["center"],
+                                           [(0.0, 0.0), (-0.2, -0.2)], kind=0)
+    fine = to_np(out["fine_labels"])
+    assert (fine[0] == 24).sum() > 0
+    np.testing.assert_array_equal(fine[0] == 24, fine[1] == 24)
+    assert volume(fine[1]) < volume(fine[0])

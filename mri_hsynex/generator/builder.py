@@ -1,11 +1,13 @@
 """``build_generator``: the layers of the method composed, in its order, into one Keras model.
 
 deformation + crop -> left/right flip -> hypothalamus growth/shrinkage -> [hypothalamus resize
-with neighbours fixed -> neighbour resize with the hypothalamus fixed] -> conditional GMM ->
+with neighbours fixed -> neighbour resize with the hypothalamus fixed] -> [CSF around the brain]
+-> conditional GMM ->
 [average pooling from the fine grid] -> bias field -> intensity -> resolution / thickness ->
 [Rician noise] -> [brain-mask cut] -> normalisation; targets (one-hot or pooled fractions,
 signed distance) from the labels. Steps in brackets are off by default (issue 13's
-volume-faithful rendering; the cut: skull-stripped scans).
+volume-faithful rendering; the CSF: cisterns of maps without extra-cerebral labels; the cut:
+skull-stripped scans).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ def import_layers() -> None:
     """Import (and so register for deserialisation) every generator layer."""
     from . import (  # noqa: F401
         bias,
+        csf_shell,
         flip,
         gmm,
         intensity,
@@ -56,6 +59,7 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
     """The generator's layers by step name (``None`` for a step that is off), seeded from
     ``seed``. Shared by ``build_generator`` and ``paired.render_pairs``."""
     from .bias import RandomBiasField
+    from .csf_shell import RandomCsfShell
     from .flip import RandomLeftRightFlip
     from .gmm import RandomGMM
     from .grid import derived_seed
@@ -96,6 +100,9 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
     layers["neighbours"] = (RandomNeighbourResize(
         cfg.neighbour_prob, max_steps=max(1, int(round(cfg.neighbour_max_mm / fine_mm))),
         seed=derived_seed(seed, 9), name="neighbours") if cfg.neighbour_prob > 0 else None)
+    layers["csf"] = (RandomCsfShell(cfg.csf_shell_prob, cfg.csf_shell_mm, voxel_mm=fine_mm,
+                                    seed=derived_seed(seed, 12), name="csf")
+                     if cfg.csf_shell_prob > 0 else None)
     layers["gmm"] = RandomGMM(
         max_label=cfg.max_label, mean_range=cfg.mean_range, std_range=cfg.std_range,
         share_left_right=cfg.share_left_right, background_zero_prob=cfg.background_zero_prob,
@@ -149,6 +156,8 @@ def apply_generator_layers(layers: dict, cfg: GeneratorConfig, labels, center) -
         labels = layers["resize"]([labels, tie])
     if layers["neighbours"] is not None:
         labels = layers["neighbours"](labels)
+    if layers["csf"] is not None:
+        labels = layers["csf"](labels)
     image = layers["gmm"](labels if tie is None else [labels, tie])
     return finish_image_and_targets(layers, cfg, image, labels)
 

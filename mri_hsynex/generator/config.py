@@ -63,6 +63,9 @@ class GeneratorConfig:
     resize_max_mm: float = 2.0  # how far from the boundary voxels may change, mm
     neighbour_prob: float = 0.0  # probability of resizing the neighbours (hypothalamus fixed)
     neighbour_max_mm: float = 1.0  # their boundaries move by up to this, in fine-voxel steps
+    # --- CSF around the brain (hsynex; see generator/csf_shell.py) -------------------------------
+    csf_shell_prob: float = 0.0  # probability of relabelling background next to the brain as CSF
+    csf_shell_mm: tuple[float, float] = (1.0, 4.0)  # its depth U(low, high), mm
     # --- conditional GMM --------------------------------------------------------------------------
     mean_range: tuple[float, float] = (0.0, 250.0)
     std_range: tuple[float, float] = (0.0, 35.0)
@@ -125,6 +128,9 @@ class GeneratorConfig:
         self.near_tie_contrast = _pair(self.near_tie_contrast, "near_tie_contrast")
         self.low_contrast_range = _pair(self.low_contrast_range, "low_contrast_range")
         self.cut_offset_mm = _pair(self.cut_offset_mm, "cut_offset_mm")
+        self.csf_shell_mm = _pair(self.csf_shell_mm, "csf_shell_mm")
+        if not 0.0 < self.csf_shell_mm[0] <= self.csf_shell_mm[1] <= 20.0:
+            raise HsynexError("generator config: csf_shell_mm must be 0 < low <= high <= 20")
         ties = []
         for tie in self.tie_classes:
             if len(tie) != 3:
@@ -149,7 +155,7 @@ class GeneratorConfig:
         for name in ("flip_prob", "morph_prob", "background_zero_prob", "background_dark_prob",
                      "prob_min_res", "prob_aniso", "resize_prob", "resize_max_fraction",
                      "resize_ventricle_prob", "neighbour_prob", "prob_blur_only", "near_tie_prob",
-                     "low_contrast_prob", "cut_prob", "cut_corner_prob"):
+                     "low_contrast_prob", "cut_prob", "cut_corner_prob", "csf_shell_prob"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise HsynexError(f"generator config: {name} must be in [0, 1]")

@@ -65,6 +65,8 @@ class PairRenderer:
         fine = L["morph"]([fine, shape_tie])
         if L["neighbours"] is not None:
             fine = L["neighbours"].apply(fine, L["neighbours"].sample_parameters(1))
+        if L["csf"] is not None:  # never touches labelled voxels: the resize below is unaffected
+            fine = L["csf"].apply(fine, L["csf"].sample_parameters(1))
         shape = tuple(int(s) for s in fine.shape[1:4])
         params = self.resize.sample_parameters(1, shape, shape_tie)
         if kind is not None:
