@@ -13,8 +13,8 @@ a PD-like 1 mm image lay under the hypothalamus, in the bright cistern (73 % of 
 With probability ``prob`` per sample, label-0 voxels within U(``thickness_mm``) of any labelled
 voxel become ``csf_label`` (24, aseg's extra-ventricular CSF). Whether that CSF also looks like
 the ventricle is the GMM's tie (``tie_classes`` row ``[14, 24, p]``), not this layer's choice.
-The distance is the chamfer distance of ``targets.signed_distance`` (alternating cube and cross
-dilations); labels > 0 are never changed, so the targets are unchanged. Applied to the (fine)
+The distance is in chamfer steps (``resize.distance_levels``: cross and cube dilations
+alternating); labels > 0 are never changed, so the targets are unchanged. Applied to the (fine)
 label crop just before the GMM.
 """
 
@@ -26,22 +26,9 @@ import keras
 from keras import ops
 
 from .grid import seed_generator
-from .targets import _dilate
+from .resize import distance_levels
 
 CSF_LABEL = 24  # aseg's "CSF" (extra-ventricular)
-
-
-def shell_steps(labels, max_steps: int):
-    """(B, X, Y, Z) float32: for each label-0 voxel of (B, X, Y, Z) int32 ``labels``, the number
-    of chamfer dilation steps of the labelled voxels that reach it (1, 2, ...; ``max_steps`` + 1
-    where none within ``max_steps`` does); 0 on labelled voxels."""
-    labelled = labels > 0
-    front = labelled
-    not_reached = ops.zeros(ops.shape(labels), dtype="float32")
-    for k in range(max_steps):
-        front = _dilate(front, cube=k % 2 == 1)
-        not_reached = not_reached + ops.cast(ops.logical_not(front), "float32")
-    return ops.where(labelled, 0.0, not_reached + 1.0)
 
 
 @keras.saving.register_keras_serializable(package="hsynex")
@@ -74,7 +61,7 @@ class RandomCsfShell(keras.layers.Layer):
         """The deterministic half: label-0 voxels at most ``thickness_mm`` (in dilation steps of
         ``voxel_mm``) from the labelled ones become ``csf_label`` where ``on``."""
         labels = ops.convert_to_tensor(labels, "int32")
-        depth_mm = shell_steps(labels, self.max_steps) * self.voxel_mm
+        depth_mm = distance_levels(labels > 0, self.max_steps) * self.voxel_mm
         limit = (params["thickness_mm"] * params["on"])[:, None, None, None]
         shell = ops.logical_and(depth_mm > 0.0, depth_mm <= limit + 1e-3)
         return ops.where(shell, self.csf_label, labels)
