@@ -616,7 +616,8 @@ def test_csf_shell_is_a_band_of_background_around_the_labels():
 
     point = labels > 0  # 0.5 mm voxels: four steps for 2 mm (cross, cube, cross, cube)
     for k in range(4):
-        point = ndimage.binary_dilation(point, ndimage.generate_binary_structure(3, 1 + 2 * (k % 2)))
+        structure = ndimage.generate_binary_structure(3, 1 + 2 * (k % 2))
+        point = ndimage.binary_dilation(point, structure)
     half = _shell(labels, 2.0, voxel_mm=0.5, max_mm=2.0)
     np.testing.assert_array_equal(half == 24, point & (labels == 0))
     ball = blobs()

@@ -77,6 +77,7 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     """
     from ..predict.postprocess import (
         anatomical_mask,
+        clean_posteriors,
         keep_largest_component_per_hemisphere,
         mask_posteriors,
         merge_flip_tta,
@@ -86,14 +87,13 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     merged = merge_flip_tta(stage2_pair[0], stage2_pair[1])
     whole1 = 0.5 * (stage1_pair[0] + stage1_pair[1][::-1])
     not_ventricle = np.ones(region.shape, bool) if exclude is None else ~exclude
-    mask = anatomical_mask(merged, region, exclude, voxel_mm)
+    pipeline, mask = clean_posteriors(merged, region, exclude, voxel_mm)  # the pipeline's own step
     lcc = keep_largest_component_per_hemisphere
 
     def full(post, m=mask, largest=True):
         post = mask_posteriors(post, m)
         return lcc(post) if largest else post
 
-    pipeline = full(merged)
     posterior = soft_volumes(pipeline, voxel_mm3)
     corrected = posterior
     if image is not None:
