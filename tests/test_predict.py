@@ -131,11 +131,13 @@ def test_anatomical_mask_keeps_a_blob_that_continues_the_region_and_drops_a_far_
     structure = (slice(18, 22), slice(12, 26), slice(18, 22))  # y 12..25: 8.2 mm at most
     stray = (slice(27, 30), slice(23, 26), slice(18, 22))  # x 27..29: 6.3 mm from the region
     region = np.zeros(shape, bool)
-    region[18:22, 20:26, 15:18] = True  # under the back half of the structure
+    region[18:22, 18:26, 15:18] = True  # under the back of the structure
     post = _labelled(shape, [structure, stray])
     mask = P.anatomical_mask(post, region, None, 1.0)
     inside = np.zeros(shape, bool)
     inside[structure] = True
+    # most of it within the 3 mm band: the reach applies (else see the test below)
+    assert P.region_agreement(inside, P.dilate(region, 3.0, 1.0)) >= P.MIN_REGION_AGREEMENT
     reach = P.dilate(region, MASK_REACH_MM, 1.0)
     assert not (inside & ~reach).any() and mask[inside].all()
     assert reach[stray].any() and not mask[stray].any()
@@ -146,6 +148,50 @@ def test_anatomical_mask_keeps_a_blob_that_continues_the_region_and_drops_a_far_
     # one voxel of soft edge around the kept blob, never beyond the reach
     edge = P.dilate(inside, 1.0, 1.0) & ~inside & reach
     assert mask[edge].all() and not (mask & ~reach).any()
+
+
+def test_anatomical_mask_keeps_the_structure_whole_where_the_region_holds_little_of_it():
+    """A region that holds less than MIN_REGION_AGREEMENT of the blob continuing it (a field of
+    view that ends near the hypothalamus: the localiser puts the ventral DC at the edge) is the
+    part that is wrong: the blob is kept whole beyond MASK_REACH_MM, a far unconnected blob
+    still goes; a blob larger than a hypothalamus stays within the reach."""
+    from mri_hsynex.constants import MASK_REACH_MM, VENTRAL_DC_DILATION_MM
+
+    shape = (40, 40, 50)
+    structure = (slice(18, 22), slice(18, 22), slice(8, 38))  # z 8..37, 30 voxels long
+    stray = (slice(30, 33), slice(30, 33), slice(30, 33))
+    region = np.zeros(shape, bool)
+    region[18:22, 18:22, 2:6] = True  # under the structure's first voxels only
+    post = _labelled(shape, [structure, stray])
+    inside = np.zeros(shape, bool)
+    inside[structure] = True
+    near = P.dilate(region, VENTRAL_DC_DILATION_MM, 1.0)
+    assert P.region_agreement(inside, near) < P.MIN_REGION_AGREEMENT
+    reach = P.dilate(region, MASK_REACH_MM, 1.0)
+    assert (inside & ~reach).any()  # the reach alone would cut it
+    mask = P.anatomical_mask(post, region, None, 1.0)
+    assert mask[inside].all() and not mask[stray].any()
+    clean, _ = P.clean_posteriors(post, region, None, 1.0)
+    np.testing.assert_array_equal(P.hard_channels(clean) > 0, inside)
+    # larger than a hypothalamus (e.g. untrained networks): no further than the reach
+    huge = (slice(0, 40), slice(10, 30), slice(8, 50))
+    assert 40 * 20 * 42 > P.MAX_UNREACHED_MM3
+    mask = P.anatomical_mask(_labelled(shape, [huge]), region, None, 1.0)
+    labelled = np.zeros(shape, bool)
+    labelled[huge] = True
+    assert not (mask & ~reach).any() and mask[labelled & reach].all()
+    # voxel size counts: at 0.4 mm the same blob is 2,150 mm3, a plausible size
+    assert P.anatomical_mask(_labelled(shape, [huge]), region, None, 0.4)[huge].all()
+
+
+def test_region_agreement():
+    near = np.zeros((10, 10, 10), bool)
+    near[:5] = True
+    seg = np.zeros_like(near)
+    assert P.region_agreement(seg, near) == 1.0
+    seg[3:7, 0, 0] = True
+    assert P.region_agreement(seg, near) == 0.5
+    assert P.region_agreement(near, near) == 1.0
 
 
 def test_clean_posteriors_masks_then_keeps_the_largest_blob():
@@ -291,8 +337,19 @@ def test_volumes_soft_and_hard():
     assert result.volumes[813][1] == pytest.approx(200.0)
     assert result.qc["qc_flag"]
     assert any("subunit missing" in r for r in result.qc["qc_reasons"])
+    assert result.qc["region_agreement"] == 1.0
+    assert not any("ventral DC" in r for r in result.qc["qc_reasons"])
     row = result.volumes_row("s1")
     assert row["subject"] == "s1" and row["whole"] == pytest.approx(200.0)
+    # a localised region far from the segmentation: flagged, with the share in the sidecar
+    region = np.zeros(grid.shape, bool)
+    region[8:, 8:, 8:] = True
+    far = SegmentationResult(image=None, image_grid=grid, crop_grid=grid, posteriors=post,
+                             stage1=post[..., 1], localisation=Localisation(
+                                 np.zeros(3), region, grid, "localiser"),
+                             resample="model", networks=None, backend="none")
+    assert far.qc["region_agreement"] < 0.5
+    assert any("ventral DC found (localiser) holds only" in r for r in far.qc["qc_reasons"])
 
 
 def test_reference_z_scores():

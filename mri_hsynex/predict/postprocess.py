@@ -18,8 +18,9 @@ N_CHANNELS = 1 + len(SUBUNIT_IDS)
 SWAP_LR = np.array((0,) + RIGHT_CHANNELS + LEFT_CHANNELS)
 # how voxels are labelled (bump on change: the validation cache redoes hsynex's records):
 # 1 the arg-max over eleven channels, 2 :func:`hard_channels`, 3 the mask of
-# :func:`anatomical_mask` (before: the region dilated by 3 mm)
-LABEL_RULE = 3
+# :func:`anatomical_mask` (before: the region dilated by 3 mm), 4 the mask keeps blobs whole
+# where the region holds less than half of them
+LABEL_RULE = 4
 
 
 def swap_hemispheres(post: np.ndarray) -> np.ndarray:
@@ -70,6 +71,13 @@ def anatomical_mask(post: np.ndarray, region: np.ndarray, exclude: np.ndarray | 
     mm under the hypothalamus, the 3 mm localiser loses the anterior ventral DC and the plain
     3 mm dilation took sub-08's volume from 951 to 441 mm3 (anterior subunits gone), while the
     networks' own output did not change (issue 13, seventh session).
+
+    Where the region holds less than :func:`region_agreement`'s ``MIN_REGION_AGREEMENT`` of the
+    blobs that continue it, the region is the part that is wrong (a scan whose field of view
+    ends near the hypothalamus: the localiser, trained on whole heads, puts the ventral DC at
+    the edge), and those blobs are kept whole, beyond the reach, as long as they are no larger
+    than a hypothalamus can be (``MAX_UNREACHED_MM3``; untrained networks that label everything
+    stay within the reach).
     """
     from scipy import ndimage
 
@@ -79,14 +87,44 @@ def anatomical_mask(post: np.ndarray, region: np.ndarray, exclude: np.ndarray | 
     distance = distance_mm(region, voxel_mm)  # one transform for both bands
     near = (distance <= VENTRAL_DC_DILATION_MM) & allowed
     reach = (distance <= MASK_REACH_MM) & allowed
-    labelled = (hard_channels(post) > 0) & reach
+    touching = _blobs_touching((hard_channels(post) > 0) & allowed, near)
+    if not touching.any():
+        return near
+    voxel_mm3 = float(np.prod(np.broadcast_to(np.asarray(voxel_mm, float), (3,))))
+    if (region_agreement(touching, near) < MIN_REGION_AGREEMENT
+            and touching.sum() * voxel_mm3 <= MAX_UNREACHED_MM3):
+        kept, limit = touching, allowed
+    else:
+        kept, limit = _blobs_touching(touching & reach, near), reach
+    edge = ndimage.binary_dilation(kept, structure=np.ones((3, 3, 3), bool))
+    return near | (edge & limit)
+
+
+# anatomical_mask: the region must hold at least this share of the blobs that continue it, or it
+# is taken to be incomplete (partial field of view). Measured on sub-08's T1 (issue 13, ninth
+# session): whole head 0.996, brain-mask cuts 2-8 mm under the hypothalamus >= 0.8 (see
+# docs/segment.md); coronal slabs of +-40 mm around the hypothalamus 0.18.
+MIN_REGION_AGREEMENT = 0.5
+MAX_UNREACHED_MM3 = 3000.0  # a hypothalamus (both sides) is ~700-1,300 mm3
+
+
+def _blobs_touching(labelled: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """The 26-connected blobs of ``labelled`` that have a voxel in ``band``."""
+    from scipy import ndimage
+
     blobs, n = ndimage.label(labelled, structure=np.ones((3, 3, 3), bool))
     if n == 0:
-        return near
-    inside = np.unique(blobs[near & labelled])
-    kept = np.isin(blobs, inside[inside > 0])
-    edge = ndimage.binary_dilation(kept, structure=np.ones((3, 3, 3), bool))
-    return near | (edge & reach)
+        return np.zeros(labelled.shape, bool)
+    inside = np.unique(blobs[band & labelled])
+    return np.isin(blobs, inside[inside > 0])
+
+
+def region_agreement(segmented: np.ndarray, near: np.ndarray) -> float:
+    """Share of the ``segmented`` voxels that lie in ``near`` (the localised ventral DC + 3rd
+    ventricle, dilated); 1.0 for an empty segmentation."""
+    segmented = np.asarray(segmented, bool)
+    total = int(segmented.sum())
+    return 1.0 if total == 0 else float((segmented & near).sum()) / total
 
 
 def clean_posteriors(post: np.ndarray, region: np.ndarray, exclude: np.ndarray | None = None,

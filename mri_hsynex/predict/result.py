@@ -20,7 +20,7 @@ from ..labels import ALL_OUTPUT_ROWS, GROUPINGS, SUBUNIT_IDS, SUBUNIT_NAMES
 from .grid import Grid, footprint, sample, sub_grid
 from .localise import Localisation
 from .outputs import OutputPaths, StagedFiles, check_output_paths
-from .postprocess import hard_channels
+from .postprocess import MIN_REGION_AGREEMENT, dilate, hard_channels, region_agreement
 
 CHANNEL_LABELS = np.array((0,) + SUBUNIT_IDS, dtype=np.int32)  # channel -> label id
 ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
@@ -146,6 +146,18 @@ class SegmentationResult:
         return np.bincount(np.maximum(seg.ravel() - 800, 0), minlength=11)
 
     @cached_property
+    def region_agreement(self) -> float:
+        """Share of the segmentation (model grid) within ``VENTRAL_DC_DILATION_MM`` of the
+        localised ventral DC + 3rd ventricle (``postprocess.region_agreement``): about 1 on
+        whole-head scans; low where that region is incomplete and the mask kept the networks'
+        blobs beyond it (``postprocess.anatomical_mask``)."""
+        from ..constants import VENTRAL_DC_DILATION_MM
+
+        grid = self.crop_grid
+        near = dilate(self.localisation.region_on(grid), VENTRAL_DC_DILATION_MM, grid.voxel_mm)
+        return region_agreement(self.model_seg > 0, near)
+
+    @cached_property
     def qc(self) -> dict:
         """QC metrics and flag: mean max posterior inside the structure (model grid), volume
         z-scores against the reference, reasons for ``qc_flag``."""
@@ -163,7 +175,13 @@ class SegmentationResult:
         if confidence < MIN_CONFIDENCE:
             reasons.append(f"low confidence: mean max posterior {confidence:.2f} "
                            f"< {MIN_CONFIDENCE}")
+        agreement = self.region_agreement
+        if agreement < MIN_REGION_AGREEMENT:
+            reasons.append(f"the ventral DC found ({self.localisation.method}) holds only "
+                           f"{agreement:.0%} of the segmentation (a field of view or brain mask "
+                           f"that ends near the hypothalamus?)")
         return {"mean_max_posterior": round(confidence, 4),
+                "region_agreement": round(agreement, 4),
                 "z_scores": {ROW_NAMES[k]: round(v, 2) for k, v in z.items()},
                 "z_limit": Z_LIMIT, "min_confidence": MIN_CONFIDENCE,
                 "reference": reference.get("provenance", ""),

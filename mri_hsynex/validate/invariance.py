@@ -8,8 +8,10 @@ data type (uint8, int16 with ``scl_slope`` / ``scl_inter``, float32 with a negat
 voxels, the head tilted in the world). ``mask_cut_variants`` zero the scan as a tight brain mask
 would, across the base of the brain a few mm under the hypothalamus (placed from the tool's own
 segmentation of the scan as written): the hypothalamus is untouched, so its volume must not
-move. ``non_brain_images`` draws images that hold no brain (noise, a constant with noise,
-phantoms, a body-like image, a smooth random texture), which the pipeline must refuse.
+move. ``field_of_view_variants`` keep only a coronal or axial slab of the scan around the
+hypothalamus (a partial field of view), again with the structure inside. ``non_brain_images``
+draws images that hold no brain (noise, a constant with noise, phantoms, a body-like image, a
+smooth random texture), which the pipeline must refuse.
 
 ``run_invariance`` segments every variant with one ``Segmenter`` and returns the whole and per-side
 volumes with their change from the scan as written; ``python -m mri_hsynex.validate.invariance``
@@ -151,6 +153,44 @@ def mask_cut_variants(below_mm: Sequence[float] = (8.0, 4.0, 2.0),
                          "mask cut", lambda v, a, w, d=d, c=c: _stored(cut_below(v, a, w, d, c), a),
                          placed=True)
                  for d, c in planes)
+
+
+# world axis of a slab's thickness: coronal slabs are thin along y (A), axial ones along z (S)
+SLAB_AXES = {"coronal": 1, "axial": 2}
+
+
+def crop_slab(data: np.ndarray, affine: np.ndarray, structure_world: np.ndarray,
+              direction: str, half_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The scan cut down to a slab (a partial field of view): the voxels whose world y
+    (``direction`` "coronal") or z ("axial") lies within ``half_mm`` of the structure's centre,
+    as the smallest box of the scan's own voxels that holds them, with its affine (every kept
+    voxel stays at its world position)."""
+    from ..io import voxel_to_world
+
+    axis = SLAB_AXES[direction]
+    ijk = np.indices(data.shape[:3]).reshape(3, -1).T
+    world = voxel_to_world(np.asarray(affine, float), ijk)
+    centre = float(np.asarray(structure_world, float)[:, axis].mean())
+    keep = ijk[np.abs(world[:, axis] - centre) <= half_mm]
+    if len(keep) == 0:
+        raise HsynexError(f"a {direction} slab of +-{half_mm:g} mm holds no voxel")
+    lo, hi = keep.min(axis=0), keep.max(axis=0) + 1
+    out = np.asarray(data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], np.float32)
+    moved = np.asarray(affine, float).copy()
+    moved[:3, 3] = voxel_to_world(np.asarray(affine, float), lo[None].astype(float))[0]
+    return out, moved
+
+
+def field_of_view_variants(slabs: Sequence[tuple[str, float]] = (
+        ("coronal", 50.0), ("coronal", 40.0), ("coronal", 32.0),
+        ("axial", 40.0), ("axial", 25.0), ("axial", 15.0))) -> tuple[Variant, ...]:
+    """The scan cut to a slab of +-``half`` mm around the hypothalamus for each (direction,
+    half) of ``slabs``: a partial field of view (a high-resolution slab, a clinical scan that
+    covers part of the head)."""
+    return tuple(Variant(f"{d} slab +-{h:g} mm around it", "field of view",
+                         lambda v, a, w, d=d, h=h: _stored(*crop_slab(v, a, w, d, h)),
+                         placed=True)
+                 for d, h in slabs)
 
 
 def write_variant(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
@@ -421,7 +461,7 @@ def markdown(scan: str, rows: list[Row], refused: list[tuple[str, str]], seconds
         lines.append(f"| {r.name} | {r.group} | {r.whole:.1f} | {r.left:.1f} | {r.right:.1f} | "
                      + " | ".join(f"{c:+.2f} %" for c in r.change) + " |")
     worst = {g: max((max(abs(c) for c in r.change) for r in rows if r.group == g), default=0.0)
-             for g in ("layout", "intensity", "oblique", "mask cut")
+             for g in ("layout", "intensity", "oblique", "mask cut", "field of view")
              if any(r.group == g for r in rows)}
     lines += ["", "Largest change (any of whole, left, right): "
               + ", ".join(f"{g} {v:.2f} %" for g, v in worst.items()) + ".", "",
@@ -474,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     segmenter = Segmenter(threads=args.threads)
     variants = (layout_variants() + INTENSITY_VARIANTS
                 + oblique_variants((10.0, 20.0, 30.0), (0,)) + oblique_variants((20.0,), (1, 2))
-                + mask_cut_variants())
+                + mask_cut_variants() + field_of_view_variants())
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_invariance(args.i, segmenter, variants, tmp)
         refused = refusals(segmenter, tmp)
