@@ -352,6 +352,28 @@ def test_volumes_soft_and_hard():
     assert any("ventral DC found (localiser) holds only" in r for r in far.qc["qc_reasons"])
 
 
+def test_z_limit_is_the_references_prediction_limit():
+    """A reference of 8 subjects flags beyond |z| 4.8 (t with 7 degrees of freedom, one new
+    subject), of many subjects beyond about 3; a reference without n uses 3."""
+    from mri_hsynex.predict.reference import z_limit
+
+    def ref(n):
+        return {"volumes": {"a": {"mean": 10.0, "sd": 1.0, "n": n}, "b": {"mean": 5, "sd": 1}}}
+
+    assert z_limit(ref(8)) == pytest.approx(4.80, abs=0.01)
+    assert z_limit(ref(20)) == pytest.approx(3.53, abs=0.01)
+    assert 3.0 < z_limit(ref(10_000)) < 3.01
+    assert z_limit({"volumes": {"a": {"mean": 10.0, "sd": 1.0}}}) == 3.0
+    assert z_limit(ref(8)) < z_limit(ref(5)) < z_limit(ref(1)) < np.inf
+    # the shipped reference (8 subjects): sub-08's anterior-inferior 31 mm3 against 17.5 +- 4.2
+    # is a plausible healthy volume
+    from mri_hsynex.predict.reference import load_reference, z_scores
+
+    shipped = load_reference()
+    z = z_scores({801: 31.0}, shipped)[801]
+    assert 3.0 < z < z_limit(shipped)
+
+
 def test_reference_z_scores():
     ref = build_reference({"a": {"L_hypothalamus_posterior": 100.0},
                            "b": {"L_hypothalamus_posterior": 140.0}}, "test")

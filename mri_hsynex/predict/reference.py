@@ -53,6 +53,29 @@ def z_scores(volumes_mm3: dict[int, float], reference: dict) -> dict[int, float]
     return out
 
 
+# two-sided tail of the QC's implausible-volume test: what |z| > 3 would give if the reference
+# were the whole population
+Z_TAIL = 0.0027
+Z_LIMIT_KNOWN_POPULATION = 3.0
+
+
+def z_limit(reference: dict, tail: float = Z_TAIL) -> float:
+    """|z| above which a volume is implausible, for a reference of ``n`` subjects: the
+    two-sided ``tail`` prediction limit of one new subject, t(n - 1) x sqrt(1 + 1/n) (4.8 for
+    n = 8, 3.5 for 20, -> 3 for many); 3.0 where the reference does not say its ``n``.
+
+    With a handful of subjects a z-score's |z| > 3 is common in healthy scans (sub-03 and
+    sub-08 flagged for an anterior subunit of 41 and 31 mm3 against 24 +- 5.3 and 17.5 +- 4.2,
+    n = 8): the mean and SD are themselves uncertain."""
+    ns = [int(v["n"]) for v in reference.get("volumes", {}).values() if v.get("n")]
+    if not ns:
+        return Z_LIMIT_KNOWN_POPULATION
+    n = max(min(ns), 2)  # an SD needs two subjects (build_reference writes no row with fewer)
+    from scipy import stats
+
+    return float(stats.t.ppf(1.0 - tail / 2.0, n - 1) * np.sqrt(1.0 + 1.0 / n))
+
+
 def build_reference(per_subject: dict[str, dict[str, float]], provenance: str) -> dict:
     """Mean/SD (ddof 1) per structure from ``{subject: {structure name: mm3}}``; the whole-
     hypothalamus rows (811-813) are summed from the subunits when absent."""

@@ -24,7 +24,6 @@ from .postprocess import MIN_REGION_AGREEMENT, dilate, hard_channels, region_agr
 
 CHANNEL_LABELS = np.array((0,) + SUBUNIT_IDS, dtype=np.int32)  # channel -> label id
 ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
-Z_LIMIT = 3.0  # |z| above this: implausible volume
 MIN_CONFIDENCE = 0.7  # mean max posterior inside the structure below this: low confidence
 QC_ZOOM_MM = 40.0
 
@@ -161,9 +160,10 @@ class SegmentationResult:
     def qc(self) -> dict:
         """QC metrics and flag: mean max posterior inside the structure (model grid), volume
         z-scores against the reference, reasons for ``qc_flag``."""
-        from .reference import load_reference, z_scores
+        from .reference import load_reference, z_limit, z_scores
 
         reference = load_reference()
+        limit = z_limit(reference)  # the reference's own prediction limit (n subjects)
         inside = self.model_seg > 0
         confidence = float(self.posteriors.max(axis=-1)[inside].mean()) if inside.any() else 0.0
         soft = {label: v[1] for label, v in self.volumes.items()}
@@ -171,7 +171,7 @@ class SegmentationResult:
         reasons = [f"subunit missing: {SUBUNIT_NAMES[label]}" for label in SUBUNIT_IDS
                    if self.volumes[label][0] == 0]
         reasons += [f"implausible volume: {ROW_NAMES[label]} ({soft[label]:.0f} mm3, z={v:+.1f})"
-                    for label, v in z.items() if abs(v) > Z_LIMIT]
+                    for label, v in z.items() if abs(v) > limit]
         if confidence < MIN_CONFIDENCE:
             reasons.append(f"low confidence: mean max posterior {confidence:.2f} "
                            f"< {MIN_CONFIDENCE}")
@@ -183,7 +183,7 @@ class SegmentationResult:
         return {"mean_max_posterior": round(confidence, 4),
                 "region_agreement": round(agreement, 4),
                 "z_scores": {ROW_NAMES[k]: round(v, 2) for k, v in z.items()},
-                "z_limit": Z_LIMIT, "min_confidence": MIN_CONFIDENCE,
+                "z_limit": round(limit, 2), "min_confidence": MIN_CONFIDENCE,
                 "reference": reference.get("provenance", ""),
                 "qc_flag": bool(reasons), "qc_reasons": reasons}
 
