@@ -32,6 +32,9 @@ class Volume:
     data: np.ndarray
     affine: np.ndarray
     path: str | None = None
+    # voxels stored as NaN or +-inf, read as background: 0, or the lowest value if it is negative
+    # (``load_volume``)
+    non_finite: int = 0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -47,7 +50,7 @@ class Volume:
         """The same grid holding another array (same spatial shape)."""
         if tuple(data.shape[:3]) != self.shape:
             raise ValueError(f"shape {data.shape[:3]} does not match the grid {self.shape}")
-        return Volume(data, self.affine.copy(), self.path)
+        return Volume(data, self.affine.copy(), self.path, self.non_finite)
 
 
 def suffix(path: str | os.PathLike) -> str:
@@ -146,9 +149,11 @@ def _open_image(path: Path):
 def load_volume(path: str | os.PathLike, *, kind: str = "image") -> Volume:
     """Read ``.nii``, ``.nii.gz``, ``.mgz`` or ``.mgh`` into a checked ``Volume``.
 
-    ``kind``: "image" (float32; all-zero refused), "labels" (int32, float labels rounded) or
-    "posteriors" (float32, 4-D allowed). Every problem a user can cause raises ``HsynexError``
-    naming the file; the data is not read when the header already says it is unusable.
+    ``kind``: "image" (float32; all-zero refused; NaN or infinite voxels read as background,
+    0 or the lowest value where it is negative, counted in ``Volume.non_finite``), "labels"
+    (int32, float labels rounded) or "posteriors" (float32, 4-D allowed). Every problem a user
+    can cause raises ``HsynexError`` naming the file; the data is not read when the header
+    already says it is unusable.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
@@ -183,13 +188,24 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image") -> Volume:
         if not np.all(np.isfinite(data)):
             raise HsynexError("label map has NaN or infinite values", path)
         data = np.rint(data).astype(np.int32) if data.dtype.kind == "f" else data.astype(np.int32)
-    else:
+    non_finite = 0
+    if kind == "posteriors":
         data = np.asarray(data, dtype=np.float32)
         if not np.all(np.isfinite(data)):
-            raise HsynexError("image has NaN or infinite voxel values", path)
-        if kind == "image" and not np.any(data):
+            raise HsynexError("posteriors have NaN or infinite values", path)
+    elif kind == "image":
+        data = np.asarray(data, dtype=np.float32)
+        finite = np.isfinite(data)
+        if not finite.all():
+            # quantitative maps often store the background as NaN: read it as background
+            if not finite.any():
+                raise HsynexError("image has no finite voxel value (all NaN or infinite)", path)
+            non_finite = int(finite.size - np.count_nonzero(finite))
+            background = min(0.0, float(data[finite].min()))  # 0, or below any voxel
+            data = np.where(finite, data, np.float32(background))
+        if not np.any(data):
             raise HsynexError("image is all zeros", path)
-    return Volume(data, affine, str(path))
+    return Volume(data, affine, str(path), non_finite)
 
 
 # --- writing -------------------------------------------------------------------------------------

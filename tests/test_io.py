@@ -212,13 +212,34 @@ def test_posteriors_keep_channels(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("kind", ["image", "labels", "posteriors"])
+@pytest.mark.parametrize("kind", ["labels", "posteriors"])
 def test_non_finite_voxels(tmp_path, bad, kind):
     data = good_image()
     data[3, 4, 5] = bad
     path = tmp_path / "bad.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
     expect_error(path, kind=kind)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_image_voxels_are_read_as_background(tmp_path, bad):
+    """A quantitative map with a NaN (or infinite) background: those voxels read as 0 (or as the
+    lowest value where that is negative), counted; the others unchanged. All non-finite: an
+    error."""
+    data = good_image()
+    data[:2] = bad
+    path = tmp_path / "nanbg.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    vol = load_volume(path)
+    assert vol.non_finite == data[:2].size
+    assert np.all(vol.data[:2] == 0) and np.array_equal(vol.data[2:], data[2:])
+    shifted = np.where(np.isfinite(data), data - 200.0, data).astype(np.float32)
+    nib.save(nib.Nifti1Image(shifted, np.eye(4)), str(path))
+    assert np.all(load_volume(path).data[:2] == shifted[2:].min())
+    assert vol.with_data(vol.data).non_finite == vol.non_finite
+    assert load_volume(tmp_path / "nanbg.nii.gz", kind="image").data.dtype == np.float32
+    nib.save(nib.Nifti1Image(np.full((6, 6, 6), bad, np.float32), np.eye(4)), str(path))
+    assert "no finite voxel" in expect_error(path).what
 
 
 def test_all_zero_image(tmp_path):

@@ -209,10 +209,8 @@ def _bad_image(kind: str, folder: Path) -> Path:
         return folder / "t.nii"
     if kind == "all-zeros":
         return _write(folder / "zeros.nii.gz", np.zeros_like(good))
-    if kind == "nan":
-        bad = good.copy()
-        bad[3, 3, 3] = np.nan
-        return _write(folder / "nan.nii.gz", bad)
+    if kind == "all-nan":
+        return _write(folder / "nan.nii.gz", np.full_like(good, np.nan))
     if kind == "4d":
         return _write(folder / "4d.nii.gz", np.stack([good, good], -1))
     if kind == "2d":
@@ -222,10 +220,8 @@ def _bad_image(kind: str, folder: Path) -> Path:
     if kind == "text-named-nii-gz":
         (folder / "notes.nii.gz").write_text("this is not an image\n")
         return folder / "notes.nii.gz"
-    if kind == "inf":
-        bad = good.copy()
-        bad[1, 2, 3] = np.inf
-        return _write(folder / "inf.nii.gz", bad)
+    if kind == "all-inf":
+        return _write(folder / "inf.nii.gz", np.full_like(good, -np.inf))
     if kind in ("singular-affine", "zero-voxel-size"):
         affine = np.eye(4)  # two equal columns, or a zero column; sform only (no qform SVD)
         affine[:3, :3] = ([[1, 0, 1], [0, 1, 0], [1, 0, 1]] if kind == "singular-affine"
@@ -246,8 +242,8 @@ def _bad_image(kind: str, folder: Path) -> Path:
     raise ValueError(kind)
 
 
-BAD_IMAGES = ["missing", "not-an-image", "corrupt-gzip", "truncated", "all-zeros", "nan", "4d",
-              "2d", "huge-voxels", "text-named-nii-gz", "inf", "singular-affine",
+BAD_IMAGES = ["missing", "not-an-image", "corrupt-gzip", "truncated", "all-zeros", "all-nan",
+              "4d", "2d", "huge-voxels", "text-named-nii-gz", "all-inf", "singular-affine",
               "zero-voxel-size", "absurd-dimensions"]
 
 
@@ -266,6 +262,33 @@ def test_bad_image(kind, tmp_path, models, capsys):
     rc, _, err = _run(["--i", image, "--o", out / "seg.mgz", "--vol", out / "v.csv",
                        "--qc", out / "q.png", "--model", models], capsys)
     _assert_one_error(rc, err, out, [])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_background_is_read_as_background_with_a_warning(bad, scan, models, capsys):
+    """A quantitative map with a NaN (or infinite) background segments as the same image with a
+    zero background, with one WARNING line naming the file and the count in the sidecar."""
+    labels = tiny_label_map((32, 32, 32))
+    image = _image(labels)
+    outside = labels == 0
+    image[outside] = 0.0
+    plain = _write(scan["image"].parent / "zero_bg.nii.gz", image)
+    nan_bg = _write(scan["image"].parent / "nan_bg.nii.gz", np.where(outside, bad, image))
+    out = scan["out"]
+    seg = {}
+    for name, path in (("plain", plain), ("nan", nan_bg)):
+        rc, _, err = _run(["--i", path, "--o", out / f"{name}.mgz", "--model", models], capsys)
+        assert rc == 0
+        seg[name] = np.asarray(nib.load(out / f"{name}.mgz").dataobj)
+        warnings = [line for line in err.splitlines() if line.startswith("WARNING:")]
+        if name == "nan":
+            assert len(warnings) == 1 and str(nan_bg) in warnings[0]
+            assert f"{int(outside.sum())} NaN or infinite voxels" in warnings[0]
+        else:
+            assert not warnings
+    np.testing.assert_array_equal(seg["plain"], seg["nan"])
+    sidecar = json.loads((out / "nan.json").read_text())
+    assert sidecar["input_non_finite_voxels"] == int(outside.sum())
 
 
 def _aseg_case(kind: str, scan: dict) -> Path:

@@ -96,6 +96,7 @@ def _run_single(args: argparse.Namespace, cmdline: str) -> int:
     check_output_paths(paths, inputs)
     segmenter = _segmenter(args)
     result = segmenter.segment(image, aseg_path=args.aseg, resample=args.resample)
+    _warn_input(result)
     _announce_overwrites(paths)
     written = result.write(paths, cmdline=cmdline)
     for path in written:
@@ -103,6 +104,14 @@ def _run_single(args: argparse.Namespace, cmdline: str) -> int:
     _print_qc(result)
     print(result.volumes_table())
     return 0
+
+
+def _warn_input(result) -> None:
+    """A WARNING line (stderr) for what the input had that was read in another way."""
+    image = result.image
+    if getattr(image, "non_finite", 0):
+        print(f"WARNING: {image.non_finite} NaN or infinite voxels read as background (0, or "
+              f"the image's lowest value if negative): {image.path}", file=sys.stderr)
 
 
 def _print_qc(result) -> None:
@@ -128,6 +137,7 @@ def _run_batch(args: argparse.Namespace, scans: list[Path], cmdline: str) -> int
         try:
             paths = outputs.paths_for(scan)
             result = segmenter.segment(scan, resample=args.resample)
+            _warn_input(result)
             _announce_overwrites(paths)
             result.write(paths, subject=name, cmdline=cmdline)
         except HsynexError as err:

@@ -196,6 +196,7 @@ class SegmentationResult:
         return {
             "hsynex_version": __version__,
             "input": str(getattr(self.image, "path", "") or ""),
+            "input_non_finite_voxels": int(getattr(self.image, "non_finite", 0)),
             "aseg": None if self.aseg_path is None else str(self.aseg_path),
             "output_grid": self.resample,
             "models": {"folder": str(self.networks.folder), "sha256": self.networks.hashes(),
