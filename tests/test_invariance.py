@@ -193,6 +193,18 @@ def test_invariance_table_lists_every_variant(segmenter, tmp_path):
     assert "old" not in doc and doc.endswith("tail\n") and doc.count(inv.BEGIN) == 1
 
 
+def _placed_head(layout: str):
+    """The tiny head in axis order ``layout``: (image, affine, the hypothalamus mask, the world
+    position of every voxel (X, Y, Z, 3), the hypothalamus' world positions (N, 3))."""
+    image, affine = _head()
+    image, affine = inv.reorder(image, affine, layout)
+    labels, _ = inv.reorder(tiny_label_map((24, 28, 20)).astype(np.float32), _head()[1], layout)
+    inside = (labels >= 801) & (labels <= 810)
+    ijk = np.argwhere(np.ones(image.shape, bool))
+    world = (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(*image.shape, 3)
+    return image, affine, inside, world, world[inside]
+
+
 @settings(max_examples=20, deadline=None)
 @given(below=st.floats(0.0, 6.0), corner=st.booleans(), layout=st.sampled_from(["RAS", "LIA",
                                                                                 "PIR"]))
@@ -200,13 +212,7 @@ def test_mask_cut_zeroes_under_the_structure_in_world_space(below, corner, layou
     """Whatever the axis order: exactly the voxels whose world z lies more than ``below`` mm
     under the structure's lowest point go to 0 (with ``corner``, only those in front of its
     back end), never the structure."""
-    image, affine = _head()
-    image, affine = inv.reorder(image, affine, layout)
-    labels, _ = inv.reorder(tiny_label_map((24, 28, 20)).astype(np.float32), _head()[1], layout)
-    inside = (labels >= 801) & (labels <= 810)
-    ijk = np.argwhere(np.ones(image.shape, bool))
-    world = (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(*image.shape, 3)
-    structure = world[inside]
+    image, affine, inside, world, structure = _placed_head(layout)
     out = inv.cut_below(image, affine, structure, below, corner)
     expected = world[..., 2] < structure[:, 2].min() - below
     if corner:
@@ -223,13 +229,7 @@ def test_field_of_view_slab_keeps_every_voxel_at_its_world_position(direction, h
     """Whatever the axis order: the slab holds exactly the voxels within ``half`` mm of the
     structure's centre along world y (coronal) or z (axial), each at its world position, and
     the whole structure when it fits."""
-    image, affine = _head()
-    image, affine = inv.reorder(image, affine, layout)
-    labels, _ = inv.reorder(tiny_label_map((24, 28, 20)).astype(np.float32), _head()[1], layout)
-    inside = (labels >= 801) & (labels <= 810)
-    ijk = np.argwhere(np.ones(image.shape, bool))
-    world = (ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(*image.shape, 3)
-    structure = world[inside]
+    image, affine, inside, world, structure = _placed_head(layout)
     axis = inv.SLAB_AXES[direction]
     out, moved = inv.crop_slab(image, affine, structure, direction, half)
     oijk = np.argwhere(np.ones(out.shape, bool))
