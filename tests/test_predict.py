@@ -75,6 +75,55 @@ def test_footprint_of_disjoint_grids_is_empty():
     assert G.overlaps(a, a)
 
 
+# --- anti-aliased sampling of scans finer than the model grid ----------------------------------
+@settings(max_examples=15, deadline=None)
+@given(voxel=st.floats(0.3, 0.95))
+def test_antialias_sigma_keeps_the_noise_of_a_target_voxel(voxel):
+    """Filtering white noise on v mm voxels keeps v / 1 mm of its variance per axis: the noise a
+    1 mm voxel averaging 1 / v of them would have."""
+    from scipy import ndimage
+
+    sigma = float(G.antialias_sigma([voxel], 1.0)[0])
+    noise = np.random.default_rng(0).standard_normal(200_000)
+    kept = ndimage.gaussian_filter1d(noise, sigma, mode="wrap").var() / noise.var()
+    assert kept == pytest.approx(voxel, rel=0.03)
+
+
+def test_antialias_sigma_is_zero_for_voxels_not_finer_than_the_target():
+    np.testing.assert_array_equal(G.antialias_sigma([1.0, 1.2, 5.0, 0.9999], 1.0), 0.0)
+    assert (G.antialias_sigma([0.5, 0.9375], 1.0) > 0).all()
+
+
+@pytest.mark.parametrize("affine", [tiny_affine(1.0), LIA, tiny_affine(1.5)])
+def test_antialiased_sampling_is_plain_sampling_for_coarse_scans(affine):
+    data = np.random.default_rng(1).random((20, 22, 18)).astype(np.float32)
+    source = G.Grid(data.shape, affine)
+    crop = G.ras_grid(source.world(np.array([9.0, 10.0, 8.0])), 1.0, (8, 8, 8), snap_to=source)
+    np.testing.assert_array_equal(G.sample_antialiased(data, source, crop),
+                                  G.sample(data, source, crop, order=1))
+
+
+@pytest.mark.parametrize("affine", [tiny_affine(0.5), LIA @ np.diag([0.5, 0.5, 0.5, 1.0])])
+def test_a_half_millimetre_scan_sampled_at_1mm_has_the_noise_of_a_1mm_scan(affine):
+    """Sampled on a 1 mm grid, white noise on 0.5 mm voxels keeps about 1/8 of its variance (what
+    a 1 mm acquisition of the same noise per mm3 has) instead of all of it; a linear ramp in
+    world space (the anatomy) stays where it is."""
+    rng = np.random.default_rng(2)
+    source = G.Grid((80, 80, 80), affine)
+    crop = G.ras_grid(source.world(np.array([40.0, 40.0, 40.0])), 1.0, (24, 24, 24),
+                      snap_to=source)
+    noise = rng.standard_normal(source.shape).astype(np.float32)
+    plain = G.sample(noise, source, crop, order=1)
+    filtered = G.sample_antialiased(noise, source, crop)
+    assert plain.var() > 0.5
+    assert filtered.var() == pytest.approx(1.0 / 8.0, rel=0.2)
+    xyz = source.world(np.moveaxis(np.indices(source.shape), 0, -1).astype(float))
+    ramp = (xyz @ np.array([0.3, -0.2, 0.5])).astype(np.float32)
+    expected = crop.world(np.moveaxis(np.indices(crop.shape), 0, -1).astype(float)) \
+        @ np.array([0.3, -0.2, 0.5])
+    np.testing.assert_allclose(G.sample_antialiased(ramp, source, crop), expected, atol=1e-3)
+
+
 # --- post-processing ---------------------------------------------------------------------------
 def _random_posteriors(shape=(8, 10, 6), seed=0) -> np.ndarray:
     logits = np.random.default_rng(seed).normal(size=shape + (11,))

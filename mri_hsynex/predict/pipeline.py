@@ -17,7 +17,7 @@ import numpy as np
 from ..constants import PARTIAL_VOLUME, STAGE_CROP
 from ..errors import HsynexError
 from .canonical import canonical_axes, canonical_input
-from .grid import Grid, ras_grid, round_up, sample
+from .grid import Grid, ras_grid, round_up, sample_antialiased
 from .localise import (
     Localisation,
     localise_from_aseg,
@@ -89,7 +89,7 @@ class Segmenter:
         t = time.perf_counter()
         crop = ras_grid(localisation.centre_world, self.stage_voxel_mm, self.crop_shape,
                         snap_to=grid)
-        crop_image = normalise_percentiles(sample(data, grid, crop, order=1))
+        crop_image = normalise_percentiles(sample_antialiased(data, grid, crop))
         stage1, posteriors = self._run_cascade_tta(crop_image)
         timings["networks"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -9,7 +9,9 @@ voxels, the head tilted in the world). ``mask_cut_variants`` zero the scan as a 
 would, across the base of the brain a few mm under the hypothalamus (placed from the tool's own
 segmentation of the scan as written): the hypothalamus is untouched, so its volume must not
 move. ``field_of_view_variants`` keep only a coronal or axial slab of the scan around the
-hypothalamus (a partial field of view), again with the structure inside. ``non_brain_images``
+hypothalamus (a partial field of view), again with the structure inside. ``voxel_size_variants``
+write such a slab with acquisition noise on the scan's voxels and on voxels twice as fine (same
+noise per mm^3): the two must agree. ``non_brain_images``
 draws images that hold no brain (noise, a constant with noise, phantoms, a body-like image, a
 smooth random texture), which the pipeline must refuse.
 
@@ -191,6 +193,49 @@ def field_of_view_variants(slabs: Sequence[tuple[str, float]] = (
                          lambda v, a, w, d=d, h=h: _stored(*crop_slab(v, a, w, d, h)),
                          placed=True)
                  for d, h in slabs)
+
+
+def finer_voxels(data: np.ndarray, affine: np.ndarray, factor: int = 2
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Every voxel split into ``factor``^3 voxels of the same intensity (voxel size / factor),
+    each lying inside the voxel it came from: the same image on a finer grid, whose blocks
+    average back to the original voxels."""
+    fine = np.asarray(data, np.float32)
+    for axis in range(3):
+        fine = np.repeat(fine, factor, axis=axis)
+    moved = np.asarray(affine, float).copy()
+    moved[:3, :3] = affine[:3, :3] / factor
+    moved[:3, 3] = affine[:3, :3] @ np.full(3, (1.0 / factor - 1.0) / 2.0) + affine[:3, 3]
+    return fine, moved
+
+
+def with_noise(data: np.ndarray, affine: np.ndarray, sd: float, seed: int = 0) -> np.ndarray:
+    """``data`` plus Gaussian noise of ``sd`` x its 99th percentile *per 1 mm^3* (a voxel of V
+    mm^3 gets sd / sqrt(V): the same acquisition noise on any voxel size), magnitude kept."""
+    voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3])))
+    scale = float(np.percentile(data, 99)) * sd / np.sqrt(voxel_mm3)
+    noise = np.random.default_rng(seed).standard_normal(np.shape(data), dtype=np.float32)
+    return np.abs(np.asarray(data, np.float32) + np.float32(scale) * noise)
+
+
+def voxel_size_variants(noise: float = 0.03, half_mm: float = 40.0,
+                        factor: int = 2) -> tuple[Variant, ...]:
+    """A coronal slab of +-``half_mm`` around the hypothalamus (as ``field_of_view_variants``)
+    with acquisition noise ``noise`` per mm^3 (``with_noise``), once on the scan's voxels and once
+    on voxels ``factor`` times finer: a high-resolution acquisition of the same anatomy with the
+    same noise per mm^3 must give the volume of the ordinary one (the two rows' changes)."""
+
+    def make(v, a, w, fine):
+        data, affine = crop_slab(v, a, w, "coronal", half_mm)
+        if fine:
+            data, affine = finer_voxels(data, affine, factor)
+        return _stored(with_noise(data, affine, noise), affine)
+
+    label = f"coronal slab +-{half_mm:g} mm, noise {100 * noise:g} % per mm3"
+    return (Variant(f"{label}, scan's voxels", "voxel size",
+                    lambda v, a, w: make(v, a, w, False), placed=True),
+            Variant(f"{label}, voxels / {factor} (e.g. 0.5 mm)", "voxel size",
+                    lambda v, a, w: make(v, a, w, True), placed=True))
 
 
 def write_variant(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
@@ -461,7 +506,7 @@ def markdown(scan: str, rows: list[Row], refused: list[tuple[str, str]], seconds
         lines.append(f"| {r.name} | {r.group} | {r.whole:.1f} | {r.left:.1f} | {r.right:.1f} | "
                      + " | ".join(f"{c:+.2f} %" for c in r.change) + " |")
     worst = {g: max((max(abs(c) for c in r.change) for r in rows if r.group == g), default=0.0)
-             for g in ("layout", "intensity", "oblique", "mask cut", "field of view")
+             for g in ("layout", "intensity", "oblique", "mask cut", "field of view", "voxel size")
              if any(r.group == g for r in rows)}
     lines += ["", "Largest change (any of whole, left, right): "
               + ", ".join(f"{g} {v:.2f} %" for g, v in worst.items()) + ".", "",
@@ -514,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     segmenter = Segmenter(threads=args.threads)
     variants = (layout_variants() + INTENSITY_VARIANTS
                 + oblique_variants((10.0, 20.0, 30.0), (0,)) + oblique_variants((20.0,), (1, 2))
-                + mask_cut_variants() + field_of_view_variants())
+                + mask_cut_variants() + field_of_view_variants() + voxel_size_variants())
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_invariance(args.i, segmenter, variants, tmp)
         refused = refusals(segmenter, tmp)
