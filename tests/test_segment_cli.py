@@ -111,6 +111,8 @@ def test_segment_writes_every_output(scan, models, capsys, use_aseg):
     assert set(sidecar["models"]["sha256"]) == {"stage1.keras", "stage2.keras", "localiser.keras"}
     assert {"qc_flag", "qc_reasons", "backend", "runtime_s", "hsynex_version"} <= set(sidecar)
     assert "mean_max_posterior" in sidecar["qc"]
+    np.testing.assert_allclose(sidecar["input_voxel_mm"],
+                               np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0)), atol=1e-4)
     stats = (out / "h.stats").read_text()
     assert "Hypothalamus-Whole" in stats and "# ColHeaders" in stats
     assert "Hypothalamus-Whole" in stdout  # the volumes table

@@ -197,6 +197,9 @@ class SegmentationResult:
             "hsynex_version": __version__,
             "input": str(getattr(self.image, "path", "") or ""),
             "input_non_finite_voxels": int(getattr(self.image, "non_finite", 0)),
+            # voxel size along the stored axes: the slice thickness is a covariate for
+            # partial-volume-corrected volumes (they fall with thick slices, MODEL_CARD.md)
+            "input_voxel_mm": [round(float(v), 4) for v in self.image_grid.voxel_mm],
             "aseg": None if self.aseg_path is None else str(self.aseg_path),
             "output_grid": self.resample,
             "models": {"folder": str(self.networks.folder), "sha256": self.networks.hashes(),

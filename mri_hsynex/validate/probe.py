@@ -131,7 +131,7 @@ class ProbeEngine(HsynexEngine):
         from ..io import load_volume
         from ..models.cascade import STAGE1_POSTERIOR, run_cascade
         from ..predict.canonical import canonical_input
-        from ..predict.grid import ras_grid, sample
+        from ..predict.grid import ras_grid, sample_antialiased
         from ..predict.localise import normalise_percentiles
 
         t0 = time.perf_counter()
@@ -142,7 +142,7 @@ class ProbeEngine(HsynexEngine):
         localisation = seg.localise(data, grid, image_path, aseg_path)
         crop = ras_grid(localisation.centre_world, seg.stage_voxel_mm, seg.crop_shape,
                         snap_to=grid)
-        x = normalise_percentiles(sample(data, grid, crop, order=1))[None, ..., None]
+        x = normalise_percentiles(sample_antialiased(data, grid, crop))[None, ..., None]
         out1, out2 = run_cascade(seg.networks.stage1, seg.networks.stage2,
                                  np.concatenate([x, x[:, ::-1]], axis=0), self._mode)
         variants = variant_volumes(out1[..., STAGE1_POSTERIOR], out2,
