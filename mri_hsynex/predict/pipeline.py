@@ -101,7 +101,10 @@ class Segmenter:
         if self.partial_volume:  # volumes from the image's own partial volume (predict/pvc.py)
             from .pvc import corrected_posteriors
 
-            volume_posteriors = corrected_posteriors(posteriors, crop_image, mask)
+            # the crop's axes follow the scan's (canonical) voxel axes: their voxel sizes tell
+            # the correction which axis, if any, was acquired with thick slices
+            volume_posteriors = corrected_posteriors(posteriors, crop_image, mask,
+                                                     thickness=grid.voxel_mm)
         timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
             image=image, image_grid=native_grid, crop_grid=crop, posteriors=posteriors,

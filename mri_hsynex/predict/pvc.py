@@ -18,6 +18,12 @@ intensity scaling. Where the hypothalamus and its neighbour differ by less than 
 interior's own spread the image cannot tell and the network's posterior is kept; the two are
 blended up to one spread. The subunits share each voxel's fraction in the networks'
 proportions, so they still add up to the whole.
+
+On thick slices every voxel mixes the hypothalamus with what lies above and below it in the
+slice, the core included; one ``mu_h`` for the whole structure then reads that through-plane
+mixing as lost tissue (T1-like 7 mm axial: -26 %). Given the scan's voxel sizes along the crop
+axes (``thickness``), ``mu_h`` is taken per plane across the slices: the median of the same core
+voxels within half a slice thickness of that plane (``slab_axis``).
 """
 
 from __future__ import annotations
@@ -34,13 +40,17 @@ WIDE_WINDOW = 15  # fallback window where the local one holds no ring voxel
 CONFIDENT = 0.9  # interior: hypothalamus posterior above this ...
 CORE_VOXELS = 2.0  # ... and deeper than this inside the segmentation (else 1 voxel, else all)
 # bump when the correction changes: the validation cache redoes hsynex's records
-VERSION = 4
+VERSION = 5
 MIN_VOXELS = 20  # fewer segmented (or interior) voxels: no correction
 # more: no correction either; not a hypothalamus (~700-1,300 voxels of the 1 mm grid) but, say,
 # untrained networks filling the crop, which leaves no neighbour ring to read
 MAX_VOXELS = 5000
 SMOOTH_VOXELS = 0.5  # Gaussian sd of the smoothing before the fractions
 CONTRAST_LOW, CONTRAST_HIGH = 0.5, 1.0  # |mu_h - mu_n| in units of the interior's spread
+# thick slices: an axis whose voxels are at least this thick (mm) and this many times the other
+# axes' (median) gets a per-plane mu_h (isotropic low-resolution scans keep one mu_h)
+SLAB_MIN_MM, SLAB_RATIO = 1.5, 1.5
+SLAB_MIN_VOXELS = 5  # fewer core voxels within a plane's slab: the global mu_h there
 
 
 def _local_mean(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
@@ -53,8 +63,39 @@ def _local_mean(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarra
         return np.where(w > 1e-9, s / np.maximum(w, 1e-12), np.nan)
 
 
+def slab_axis(thickness) -> tuple[int, int] | None:
+    """(crop axis, half-width in 1 mm planes) of a thick-slice scan whose voxel sizes along the
+    crop axes are ``thickness`` (mm), or None (no such axis, or ``thickness`` None)."""
+    if thickness is None:
+        return None
+    thickness = np.asarray(thickness, float)
+    axis = int(np.argmax(thickness))
+    others = np.delete(thickness, axis)
+    if thickness[axis] < SLAB_MIN_MM or thickness[axis] < SLAB_RATIO * float(np.median(others)):
+        return None
+    return axis, int(round((thickness[axis] - 1.0) / 2.0))
+
+
+def _plane_intensity(image: np.ndarray, interior: np.ndarray, axis: int, half: int,
+                     mu_h: float) -> np.ndarray:
+    """``mu_h`` per plane across ``axis``: the median of the ``interior`` voxels within ``half``
+    planes of it (the thick slice it lies in), broadcastable to the image; ``mu_h`` where fewer
+    than ``SLAB_MIN_VOXELS`` lie there."""
+    n = image.shape[axis]
+    moved_image, moved_interior = np.moveaxis(image, axis, 0), np.moveaxis(interior, axis, 0)
+    per_plane = np.full(n, mu_h)
+    for k in range(n):
+        lo, hi = max(0, k - half), min(n, k + half + 1)
+        values = moved_image[lo:hi][moved_interior[lo:hi]]
+        if values.size >= SLAB_MIN_VOXELS:
+            per_plane[k] = float(np.median(values))
+    shape = [1, 1, 1]
+    shape[axis] = n
+    return per_plane.reshape(shape)
+
+
 def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.ndarray,
-                    allowed: np.ndarray | None = None) -> np.ndarray | None:
+                    allowed: np.ndarray | None = None, thickness=None) -> np.ndarray | None:
     """Hypothalamic tissue fraction (X, Y, Z) in [0, 1] of every voxel of the segmentation and of
     the one-voxel shell around it (0 elsewhere), or None when the segmentation is too small to
     estimate the tissue's intensity or too large to be a hypothalamus (then the posteriors
@@ -63,7 +104,8 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     ``image``: intensities on the model grid; ``probability``: the networks' hypothalamus
     posterior (1 - background); ``segmented``: the hypothalamus' region (``corrected_posteriors``
     takes ``probability`` > 0.5); ``allowed``: voxels that may count (the post-processing
-    mask)."""
+    mask); ``thickness``: the scan's voxel sizes (mm) along the crop axes (a thick-slice axis
+    gets a per-plane tissue intensity, ``slab_axis``; None: one for the whole structure)."""
     from scipy import ndimage
 
     image = np.asarray(image, np.float64)
@@ -81,6 +123,9 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     values = image[interior]
     mu_h = float(np.median(values))
     spread = max(1.4826 * float(np.median(np.abs(values - mu_h))), 1e-6)
+    slab = slab_axis(thickness)
+    if slab is not None:  # thick slices: the core's intensity in each slice, mixing included
+        mu_h = _plane_intensity(image, interior, slab[0], slab[1], mu_h)
 
     outside = ndimage.distance_transform_edt(~segmented)
     ring = (outside >= RING_MM[0]) & (outside <= RING_MM[1])
@@ -125,7 +170,7 @@ def _neighbour_mean(image: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
 
 
 def corrected_posteriors(posteriors: np.ndarray, image: np.ndarray,
-                         allowed: np.ndarray | None = None) -> np.ndarray:
+                         allowed: np.ndarray | None = None, thickness=None) -> np.ndarray:
     """Posteriors (X, Y, Z, 11) whose subunit channels sum, at every voxel, to its tissue
     fraction (:func:`tissue_fraction`), split in the networks' proportions (those of the nearest
     segmented voxel where the networks put no mass); background takes the rest. Unchanged when
@@ -138,7 +183,7 @@ def corrected_posteriors(posteriors: np.ndarray, image: np.ndarray,
     # classes: where subunits are near-tied it does not flip with rounding-level changes
     # (re-storing sub-08's uint8 T1: 0.9 % instead of 1.6 %)
     segmented = probability > 0.5
-    fraction = tissue_fraction(image, probability, segmented, allowed)
+    fraction = tissue_fraction(image, probability, segmented, allowed, thickness)
     if fraction is None:
         return posteriors
     subunits = posteriors[..., 1:].astype(np.float64)

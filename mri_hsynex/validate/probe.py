@@ -65,7 +65,7 @@ def whole_only(volume_mm3: float) -> dict[int, float]:
 
 def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np.ndarray,
                     exclude: np.ndarray | None, voxel_mm: float, image: np.ndarray | None = None,
-                    partial_volume: bool = False) -> dict[str, dict[int, float]]:
+                    partial_volume: bool = False, thickness=None) -> dict[str, dict[int, float]]:
     """Every variant's volumes from the network outputs on an image and its flipped copy.
 
     ``stage1_pair``: stage 1's whole-hypothalamus posterior, (2, X, Y, Z) (image, flipped copy,
@@ -73,7 +73,9 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     the undilated VDC+3V region on the crop; ``exclude``: voxels that cannot be hypothalamus (the
     aseg's 3rd ventricle) or None; ``image``: the crop the networks saw (for the
     partial-volume correction; None: the whole crop is taken as one tissue, no correction);
-    ``partial_volume``: whether the tool's volume ("pipeline") is the corrected one.
+    ``partial_volume``: whether the tool's volume ("pipeline") is the corrected one;
+    ``thickness``: the scan's voxel sizes along the crop axes (for the correction's thick-slice
+    handling, as the pipeline passes them).
     """
     from ..predict.postprocess import (
         anatomical_mask,
@@ -99,7 +101,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     if image is not None:
         from ..predict.pvc import corrected_posteriors
 
-        corrected = soft_volumes(corrected_posteriors(pipeline, image, mask), voxel_mm3)
+        corrected = soft_volumes(corrected_posteriors(pipeline, image, mask, thickness),
+                                 voxel_mm3)
     return {
         "pipeline": corrected if partial_volume else posterior,
         "posterior volume": posterior,
@@ -147,7 +150,8 @@ class ProbeEngine(HsynexEngine):
                                  np.concatenate([x, x[:, ::-1]], axis=0), self._mode)
         variants = variant_volumes(out1[..., STAGE1_POSTERIOR], out2,
                                    localisation.region_on(crop), localisation.exclude_on(crop),
-                                   float(seg.stage_voxel_mm), x[0, ..., 0], seg.partial_volume)
+                                   float(seg.stage_voxel_mm), x[0, ..., 0], seg.partial_volume,
+                                   grid.voxel_mm)
         labels = self._labels(out2, localisation, crop)
         return Segmentation(labels, np.asarray(crop.affine, float), variants["pipeline"],
                             time.perf_counter() - t0, variants=variants)
