@@ -64,8 +64,9 @@ def _local_mean(values: np.ndarray, weights: np.ndarray, size: int) -> np.ndarra
 
 
 def slab_axis(thickness) -> tuple[int, int] | None:
-    """(crop axis, half-width in 1 mm planes) of a thick-slice scan whose voxel sizes along the
-    crop axes are ``thickness`` (mm), or None (no such axis, or ``thickness`` None)."""
+    """(crop axis, half-width in planes of the 1 mm model grid) of a thick-slice scan whose voxel
+    sizes along the crop axes are ``thickness`` (mm), or None (no such axis, or ``thickness``
+    None). A scan resliced to 1 mm before hsynex shows no thick axis and keeps one ``mu_h``."""
     if thickness is None:
         return None
     thickness = np.asarray(thickness, float)
