@@ -193,6 +193,16 @@ def test_invariance_table_lists_every_variant(segmenter, tmp_path):
     assert "old" not in doc and doc.endswith("tail\n") and doc.count(inv.BEGIN) == 1
 
 
+def test_voxel_size_pair_is_summarised_against_itself():
+    """The voxel-size rows both carry added noise: the summary compares them with each other."""
+    rows = [inv.Row("as written", "-", 900.0, 450.0, 450.0),
+            inv.Row("slab, 1 mm", "voxel size", 885.0, 440.0, 445.0, (-1.7, -2.2, -1.1)),
+            inv.Row("slab, 0.5 mm", "voxel size", 872.0, 425.0, 447.0, (-3.1, -5.6, -0.7)),
+            inv.Row("stored LIA", "layout", 900.0, 450.0, 450.0)]
+    summary = inv.markdown("scan.nii.gz", rows, [], 1.0).split("Largest change")[1]
+    assert "voxel size 3.40 %" in summary and "layout 0.00 %" in summary
+
+
 def _placed_head(layout: str):
     """The tiny head in axis order ``layout``: (image, affine, the hypothalamus mask, the world
     position of every voxel (X, Y, Z, 3), the hypothalamus' world positions (N, 3))."""

@@ -508,7 +508,11 @@ def markdown(scan: str, rows: list[Row], refused: list[tuple[str, str]], seconds
     worst = {g: max((max(abs(c) for c in r.change) for r in rows if r.group == g), default=0.0)
              for g in ("layout", "intensity", "oblique", "mask cut", "field of view", "voxel size")
              if any(r.group == g for r in rows)}
-    lines += ["", "Largest change (any of whole, left, right): "
+    pair = [r for r in rows if r.group == "voxel size"]
+    if len(pair) == 2:  # the pair is compared with itself: the noise it adds is in both rows
+        worst["voxel size"] = max(abs(a - b) for a, b in zip(pair[0].change, pair[1].change))
+    lines += ["", "Largest change (any of whole, left, right; voxel size: between its two "
+              "rows, in percentage points): "
               + ", ".join(f"{g} {v:.2f} %" for g, v in worst.items()) + ".", "",
               "Images with no brain (`mri_hsynex segment` must refuse each: exit 1, one "
               "`ERROR:` line, no output):", "", "| image | result |", "|---|---|"]
