@@ -187,14 +187,12 @@ def test_per_slice_intensity_keeps_the_sensitivity_on_thick_slices(thickness):
     slices (Gaussian slice profile, linear interpolation back to 1 mm). Thick slices blur part of
     the change beyond what the correction reads (sensitivity ~0.7 at 3 mm, ~0.5 at 5-7 mm here,
     one intensity or per slice); the per-slice intensity must not lose any of what is left."""
-    from scipy import ndimage
+    from mri_hsynex.predict.grid import Grid, sample
+    from mri_hsynex.validate.contrasts import acquire_thick_slices
 
-    def thick(image):
-        blurred = ndimage.gaussian_filter1d(image, thickness / 2.3548, axis=2, mode="nearest")
-        centres = np.arange(int((thickness - 1) // 2), SHAPE[2], int(thickness))
-        low = blurred[..., centres]
-        return np.apply_along_axis(lambda col: np.interp(np.arange(SHAPE[2]), centres, col),
-                                   2, low)
+    def thick(image):  # the validation renders' acquisition, back on the 1 mm grid (trilinear)
+        low, affine = acquire_thick_slices(image, np.eye(4), thickness, "axial")
+        return sample(low, Grid(low.shape, affine), Grid(SHAPE, np.eye(4)), order=1)
 
     post = _posteriors((7.0, 9.0, 6.0))
     big = _ellipsoid_fraction((6.0, 8.0, 5.0))

@@ -87,9 +87,7 @@ class Segmenter:
         localisation = self.localise(data, grid, image_path, aseg_path)
         timings["localise"] = time.perf_counter() - t
         t = time.perf_counter()
-        crop = ras_grid(localisation.centre_world, self.stage_voxel_mm, self.crop_shape,
-                        snap_to=grid)
-        crop_image = normalise_percentiles(sample_antialiased(data, grid, crop))
+        crop, crop_image = self.crop_input(data, grid, localisation)
         stage1, posteriors = self._run_cascade_tta(crop_image)
         timings["networks"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -113,6 +111,16 @@ class Segmenter:
             aseg_path=None if aseg_path is None else Path(aseg_path),
             volume_posteriors=volume_posteriors,
         )
+
+    def crop_input(self, data: np.ndarray, grid: Grid,
+                   localisation: Localisation) -> tuple[Grid, np.ndarray]:
+        """The networks' crop around the localised centre (along the scan's own voxel axes,
+        snapped to its voxels) and the canonical view ``data``/``grid`` sampled onto it
+        (anti-aliased where the scan is finer, ``grid.sample_antialiased``), intensities
+        normalised."""
+        crop = ras_grid(localisation.centre_world, self.stage_voxel_mm, self.crop_shape,
+                        snap_to=grid)
+        return crop, normalise_percentiles(sample_antialiased(data, grid, crop))
 
     def localise(self, data: np.ndarray, grid: Grid, image_path, aseg_path) -> Localisation:
         """Localise on the canonical view ``data``/``grid`` (``canonical_input``): from the aseg

@@ -134,8 +134,6 @@ class ProbeEngine(HsynexEngine):
         from ..io import load_volume
         from ..models.cascade import STAGE1_POSTERIOR, run_cascade
         from ..predict.canonical import canonical_input
-        from ..predict.grid import ras_grid, sample_antialiased
-        from ..predict.localise import normalise_percentiles
 
         t0 = time.perf_counter()
         seg = self.segmenter
@@ -143,14 +141,13 @@ class ProbeEngine(HsynexEngine):
         data, grid = canonical_input(np.asarray(image.data, np.float32).reshape(image.shape),
                                      np.asarray(image.affine, float))
         localisation = seg.localise(data, grid, image_path, aseg_path)
-        crop = ras_grid(localisation.centre_world, seg.stage_voxel_mm, seg.crop_shape,
-                        snap_to=grid)
-        x = normalise_percentiles(sample_antialiased(data, grid, crop))[None, ..., None]
+        crop, crop_image = seg.crop_input(data, grid, localisation)
+        x = crop_image[None, ..., None]
         out1, out2 = run_cascade(seg.networks.stage1, seg.networks.stage2,
                                  np.concatenate([x, x[:, ::-1]], axis=0), self._mode)
         variants = variant_volumes(out1[..., STAGE1_POSTERIOR], out2,
                                    localisation.region_on(crop), localisation.exclude_on(crop),
-                                   float(seg.stage_voxel_mm), x[0, ..., 0], seg.partial_volume,
+                                   float(seg.stage_voxel_mm), crop_image, seg.partial_volume,
                                    grid.voxel_mm)
         labels = self._labels(out2, localisation, crop)
         return Segmentation(labels, np.asarray(crop.affine, float), variants["pipeline"],
