@@ -39,7 +39,8 @@ bench: install
 # build/labels_mb (`mri_hsynex build-labels --mindboggle ... --o build/labels_mb --transfer-from
 # ...`, docs/training_data.md), when present, gives those scans a second reference (their label
 # maps' subunits) beside the teacher, which fails on most of them.
-VALIDATE_FLAGS ?= --real-extra oasis-trt-20 --real-reference build/labels_mb
+VALIDATE_FLAGS ?= --real-extra oasis-trt-20 --real-reference build/labels_mb \
+	--between-maps build/labels_mb
 
 validate: install
 	KERAS_BACKEND=torch $(BIN)/mri_hsynex validate --o docs $(VALIDATE_FLAGS)

@@ -240,7 +240,7 @@ def test_report_pipeline_with_stand_in_engines(tmp_path):
     for heading in ("## Targets", "## 1. Synthetic grid", "## 3. Consistency",
                     "## 4. Simulated group study", "## 5. Runtime", "## Closing note",
                     "## Targets (issue 13", "## 6. Paired sensitivity",
-                    "## 7. Why the networks' volume"):
+                    "## 7. Why the networks' volume", "## 10. Between subjects on renders"):
         assert heading in text
     assert (tmp_path / "out" / "figures" / "validation_dice_vs_thickness.png").is_file()
     assert (tmp_path / "out" / "figures" / "validation_qc.png").is_file()

@@ -18,8 +18,10 @@ study (hypothalamic atrophy of 5/10/15 %, AUROC and rank-sum p); (5) runtime and
 map shrunk by 10/20 % next to the 3rd ventricle or into the ventral DC, identical contrast and
 noise: measured / true change of the volume), (7) the same with each post-processing step off
 and stage 1's own volume, (8) hsynex's volumes against the teacher's across real T1 scans,
-(9) blank and noise inputs. Segmentations are cached in --cache, so an interrupted run
-resumes. The full run takes under an hour on 2 CPU cores; --quick checks the machinery.
+(9) blank and noise inputs, (10) renders of every held-out map (and of --between-maps):
+measured against true volumes across the maps. Segmentations are cached in --cache, so an
+interrupted run resumes. The full run takes under an hour on 2 CPU cores; --quick checks the
+machinery.
 
 example:
   KERAS_BACKEND=torch mri_hsynex validate --o docs
@@ -62,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folders of label maps with subunits (<subject>_labels.nii.gz) of "
                              "the real subjects: a second reference for section 8 beside the "
                              "teacher (the --labels folder is always searched)")
+    parser.add_argument("--between-maps", nargs="+", default=(), metavar="DIR",
+                        help="folders of label maps the networks were never trained on: "
+                             "rendered beside the held-out map(s) for section 10 (between "
+                             "subjects, against the maps' own volumes)")
     parser.add_argument("--cache", default="build/validate", metavar="DIR",
                         help="cache of segmented cases (default: build/validate)")
     parser.add_argument("--bench", default="bench_out", metavar="DIR",
@@ -88,6 +94,7 @@ def _work(args: argparse.Namespace) -> int:
         use_teacher=not args.no_teacher, sensitivity_only=args.sensitivity_only,
         real_extra=tuple(args.real_extra),
         real_reference_dirs=tuple(Path(d) for d in args.real_reference),
+        between_dirs=tuple(Path(d) for d in args.between_maps),
     )
     path = run_validation(opts)
     print(f"wrote {path}")

@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ..errors import HsynexError
 from ..labels import SUBUNIT_IDS
-from . import figures, sensitivity, study, tables, volume_report
+from . import between, figures, sensitivity, study, tables, volume_report
 from .contrasts import CONTRASTS, SHELLS_MM, Acquisition
 from .metrics import coefficient_of_variation
 from .tables import SHORT_NAMES, fmt, fmt_p, md_table, mean_subunit_dice, nanmean
@@ -58,6 +58,9 @@ class Options:
     # for their volumes beside the teacher (section 8); the label folder is always searched
     real_reference_dirs: tuple[Path, ...] = ()
     sensitivity_only: bool = False  # run the paired sensitivity study alone (sensitivity.md)
+    # folders of label maps the networks were never trained on, rendered beside the held-out
+    # maps for the between-subject study on renders (section 10)
+    between_dirs: tuple[Path, ...] = ()
 
 
 def default_holdout() -> tuple[str, ...]:
@@ -151,6 +154,8 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     sens_runner = study.Runner(opts.cache_dir, sens_engines, fingerprints, opts.seed)
     for lmap in maps:
         records += sensitivity.run_sensitivity(sens_runner, lmap, sens_design)
+    if not opts.sensitivity_only:
+        records += _between_records(opts, sens_runner, holdout)
     probe = sens_engines["hsynex"]
     probe_check = blank_noise = None
     if hasattr(probe, "check_against_pipeline"):
@@ -203,6 +208,18 @@ def _issue8_records(opts: Options, runner: study.Runner, maps: list, design: stu
     for lmap in maps[:1]:  # one held-out map carries the group study
         for cohort in design.cohorts:
             records += study.run_cohort(runner, lmap, cohort)
+    return records
+
+
+def _between_records(opts: Options, runner: study.Runner,
+                     holdout: tuple[str, ...]) -> list[dict]:
+    """Section 10: renders of the held-out maps and of ``opts.between_dirs``' maps (loaded one
+    at a time)."""
+    design = between.quick_between_design() if opts.quick else between.BetweenDesign()
+    paths = between.between_map_paths(holdout_map_paths(opts, holdout), opts.between_dirs)
+    records: list[dict] = []
+    for path in paths[:design.max_maps]:
+        records += between.run_between(runner, study.load_label_map(path), design)
     return records
 
 
@@ -292,6 +309,7 @@ def render(records: list[dict], opts: Options, run: dict) -> str:
         volume_report.diagnosis_section(records, groups),
         volume_report.between_subject_section(records, _real_note(opts)),
         volume_report.blank_noise_section(run.get("blank_noise")),
+        between.between_section(records, 10),
         _method_section(run),
         _limits_section(volume_report.without_failed_reference(records), targets, groups,
                         opts, run.get("blank")),
@@ -340,6 +358,12 @@ def _closing13(records: list[dict], targets13: list[tables.Target]) -> str:
     if n:
         lines.append(f"Real T1, whole volume vs the teacher's across {n} subjects with a "
                      f"plausible teacher volume: r {fmt(r, 2)}.")
+    summary = between.between_summary(records)
+    if summary:
+        lines.append(f"Renders of label maps the networks were not trained on (section 10): "
+                     f"whole volume vs the true one, r {summary['mean_r']:.2f} on average over "
+                     f"{summary['n_acq']} acquisitions, worst {summary['worst_r']:.2f} "
+                     f"({summary['worst_acq']}).")
     return "\n".join(lines)
 
 
