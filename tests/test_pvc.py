@@ -207,3 +207,60 @@ def test_per_slice_intensity_keeps_the_sensitivity_on_thick_slices(thickness):
     per_slice, one = sensitivity((1.0, 1.0, thickness)), sensitivity(None)
     assert per_slice >= 0.45
     assert per_slice >= one - 0.05
+
+
+def _stripped_below(image, z_mm=14.0):
+    """``image`` zeroed at every voxel centre below ``z_mm`` (a brain mask that ends 1 mm under
+    the ellipsoid's lowest point, 15 mm), and that zeroed region."""
+    z = np.arange(SHAPE[2])[None, None, :] + 0.5
+    cut = np.broadcast_to(z < z_mm, SHAPE)
+    return np.where(cut, 0.0, image), cut
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.04])
+def test_zeroed_background_is_no_neighbour(noise):
+    """A skull-stripping mask that removes the CSF under the structure: the zeros read as a far
+    darker neighbour, so the boundary voxels (tissue and CSF) count as mostly tissue. Told where
+    the scan holds no tissue, the correction counts none there and keeps the posterior next to
+    it, which brings the stripped volume back toward the unstripped one."""
+    true = _ellipsoid_fraction((6.0, 8.0, 5.0))
+    post = _posteriors((6.0, 8.0, 5.0))
+    head = _image(true, noise=noise)
+    stripped, cut = _stripped_below(head)
+    v_head = _volume(corrected_posteriors(post, head))
+    v_blind = _volume(corrected_posteriors(post, stripped))
+    fixed = corrected_posteriors(post, stripped, no_tissue=cut)
+    assert v_blind > v_head + 20  # the zeros inflate the boundary layer
+    assert abs(_volume(fixed) - v_head) < 0.7 * abs(v_blind - v_head)
+    assert not fixed[cut][:, 1:].any()
+    # the voxels next to the zeros carry the networks' posterior (here one 1 mm too large)
+    big = _posteriors((7.0, 9.0, 6.0))
+    near = (np.arange(SHAPE[2]) == 14)[None, None, :] & (big[..., 0] < 0.5)
+    assert near.any()
+    out = corrected_posteriors(big, stripped, no_tissue=cut)
+    np.testing.assert_allclose(out[near][:, 1:].sum(-1), 1 - big[near][:, 0], rtol=1e-5)
+    # no zeroed background: exactly the correction without the argument
+    np.testing.assert_array_equal(corrected_posteriors(post, head, no_tissue=np.zeros(SHAPE, bool)),
+                                  corrected_posteriors(post, head))
+
+
+def test_filled_background_is_the_border_connected_minimum():
+    """The scan's minimum counts as no tissue only where it reaches the scan's border (a
+    stripped background), not in an enclosed dark region (a FLAIR's nulled ventricle); found in
+    world space on a crop of another grid."""
+    from mri_hsynex.predict.grid import Grid
+    from mri_hsynex.predict.pvc import filled_background
+
+    data = np.full((30, 30, 30), 5.0, np.float32)
+    data[:, :, :6] = 0.0  # stripped below z = 6 (reaches the border)
+    data[14:17, 14:17, 14:17] = 0.0  # enclosed zeros
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-15.0, -15.0, -15.0)
+    grid = Grid(data.shape, affine)
+    crop_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    crop_affine[:3, 3] = (-10.0, -10.0, -12.0)  # crop voxel k sits at scan voxel k + (5, 5, 3)
+    crop = Grid((20, 20, 20), crop_affine)
+    fill = filled_background(data, grid, crop)
+    assert fill is not None and fill.shape == crop.shape
+    assert fill[:, :, :3].all() and not fill[:, :, 3:].any()  # scan z < 6 only; not the hole
+    assert filled_background(data + 1.0 + np.arange(30)[:, None, None], grid, crop) is None

@@ -77,8 +77,10 @@ def test_between_study_end_to_end_with_stand_in_engines(tmp_path):
                     log=lambda msg: None)
     records = [r for m in maps for r in between.run_between(runner, m, design)]
     # the teacher only on the T1-like 1 mm renders
+    # T1 1 mm also skull-stripped (the default design's names), for hsynex only
     assert sorted((r["engine"], r["acq"]) for r in records if r["map"] == "sub-08") == \
-        [("hsynex", "FLAIR_5mm_axial"), ("hsynex", "T1_1mm"), ("teacher", "T1_1mm")]
+        [("hsynex", "FLAIR_5mm_axial"), ("hsynex", "T1_1mm"), ("hsynex", "T1_1mm_stripped"),
+         ("teacher", "T1_1mm")]
     assert {r["source"] for r in records} == {"labels", "more"}
     fit = between.between_fit(records, "hsynex", "T1_1mm")
     assert fit["n"] == 3 and fit["r"] == pytest.approx(1.0) and fit["slope"] == \
@@ -88,12 +90,17 @@ def test_between_study_end_to_end_with_stand_in_engines(tmp_path):
     assert np.isnan(between.between_fit(records, "teacher", "T1_1mm")["r"])  # no spread
     assert between.between_fit(records, "hsynex", "T1_1mm", source="more")["n"] == 2
     summary = between.between_summary(records)
-    assert summary["worst_r"] == pytest.approx(1.0) and summary["n_acq"] == 2
+    assert summary["worst_r"] == pytest.approx(1.0) and summary["n_acq"] == 3
+    # the stand-in ignores the image, so stripping changes nothing
+    (strip,) = between.stripping_changes(records)
+    assert strip["acq"] == "T1_1mm_stripped" and strip["n"] == 3
+    assert strip["mean_abs"] == pytest.approx(0.0)
 
     text = between.between_section(records, 10)
     assert text.startswith("## 10. Between subjects on renders")
     assert "| hsynex | T1_1mm | all | 3 | 1.00 | 0.80 |" in text
     assert "| teacher | T1_1mm | all | 3 | – | – |" in text
+    assert "| hsynex | T1_1mm_stripped | 3 | +0.0 % | 0.0 % | +0.0 % |" in text
     assert between.between_section([], 10) == ""
 
     # a second run is served from the cache: no engine is called
@@ -101,3 +108,26 @@ def test_between_study_end_to_end_with_stand_in_engines(tmp_path):
     again = [r for m in maps for r in between.run_between(runner, m, design)]
     assert engines["hsynex"].calls == calls and len(again) == len(records)
     assert json.dumps(again, sort_keys=True) == json.dumps(records, sort_keys=True)
+
+
+def test_skull_strip_keeps_the_brain_in_world_space(tmp_path):
+    """The stripped image keeps every voxel of the brain (and one voxel around it) on the
+    image's own, thicker grid, zeroes the head shells beyond, and never touches the values."""
+    from mri_hsynex.labels import SUBUNIT_IDS
+    from mri_hsynex.validate import contrasts
+    from mri_hsynex.validate.engines import nearest_onto
+    from mri_hsynex.validate.study import load_label_map
+
+    lmap = load_label_map(_write_maps(tmp_path)["sub-08"])
+    assert np.isin(lmap.labels, (9000, 9001, 9002)).any()  # shells drawn around the brain
+    image, affine = contrasts.synthesize(lmap.labels, lmap.affine,
+                                         Acquisition("T2", 3.0, "axial"), seed=3)
+    stripped = contrasts.skull_strip(image, affine, lmap.labels, lmap.affine)
+    assert stripped.shape == image.shape and stripped.dtype == image.dtype
+    on_image = nearest_onto(lmap.labels, lmap.affine, image.shape, affine)
+    hyp = np.isin(on_image, SUBUNIT_IDS)
+    assert hyp.any() and np.array_equal(stripped[hyp], image[hyp])
+    scalp = on_image == 9002
+    assert scalp.any() and not stripped[scalp].any()
+    kept = stripped != 0
+    assert np.array_equal(stripped[kept], image[kept])

@@ -32,23 +32,36 @@ LABEL_SUFFIXES = (".nii", ".nii.gz", ".mgz")
 
 @dataclass(frozen=True)
 class BetweenDesign:
-    """Which acquisitions render every map; the teacher runs on those of ``teacher_contrasts``
-    at 1 mm; ``max_maps``: use only the first maps (None: all)."""
+    """Which acquisitions render every map (``stripped``: the names of those also rendered
+    skull-stripped, ``contrasts.skull_strip``); the teacher runs on those of
+    ``teacher_contrasts`` at 1 mm, with the skull; ``max_maps``: use only the first maps (None:
+    all)."""
 
     acquisitions: tuple[Acquisition, ...] = (
         *(Acquisition(c) for c in ("T1", "T2", "PD", "FLAIR")),
         Acquisition("T1", 5.0, "axial"), Acquisition("FLAIR", 5.0, "axial"))
+    stripped: tuple[str, ...] = ("T1_1mm", "FLAIR_1mm")
     teacher_contrasts: tuple[str, ...] = ("T1",)
     max_maps: int | None = None
 
-    def engines_for(self, acq: Acquisition, engines: Sequence[str]) -> list[str]:
-        return [e for e in engines if e != "teacher" or
-                (acq.contrast in self.teacher_contrasts and acq.thickness_mm <= 1.0)]
+    def cases(self) -> list[tuple[Acquisition, bool]]:
+        """(acquisition, skull-stripped) of every image made from each map."""
+        return [(acq, False) for acq in self.acquisitions] + \
+            [(acq, True) for acq in self.acquisitions if acq.name in self.stripped]
+
+    def engines_for(self, acq: Acquisition, engines: Sequence[str],
+                    stripped: bool = False) -> list[str]:
+        return [e for e in engines if e != "teacher" or (
+            acq.contrast in self.teacher_contrasts and acq.thickness_mm <= 1.0 and not stripped)]
+
+
+def case_name(acq: Acquisition, stripped: bool) -> str:
+    return acq.name + ("_stripped" if stripped else "")
 
 
 def quick_between_design() -> BetweenDesign:
     return BetweenDesign(acquisitions=(Acquisition("T1"), Acquisition("FLAIR", 5.0, "axial")),
-                         max_maps=3)
+                         stripped=("T1_1mm",), max_maps=3)
 
 
 def between_map_paths(held_out: Sequence[Path], folders: Sequence[Path]) -> list[Path]:
@@ -69,23 +82,26 @@ def map_name(path: Path) -> str:
 
 
 def run_between(runner: Runner, lmap: LabelMap, design: BetweenDesign) -> list[dict]:
-    """Render one map in every acquisition of the design and segment it (cached per case)."""
+    """Render one map in every case of the design and segment it (cached per case)."""
     truth = {str(k): float(v) for k, v in
              anatomy.label_volumes(lmap.labels, lmap.voxel_mm3).items()}
     centre = localisation_centre(lmap.labels, lmap.affine)
     work = runner.cache_dir / "images" / lmap.name
     records = []
-    for acq in design.acquisitions:
+    for acq, stripped in design.cases():
+        name = case_name(acq, stripped)
         spec = {"kind": "between", "version": BETWEEN_VERSION, "map": lmap.fingerprint,
-                "acq": asdict(acq)}
-        wanted = design.engines_for(acq, list(runner.engines))
+                "acq": asdict(acq), **({"stripped": True} if stripped else {})}
+        wanted = design.engines_for(acq, list(runner.engines), stripped)
         done = {e: runner.cached(e, spec) for e in wanted}
         todo = [e for e in wanted if done[e] is None]
         if todo:
             t0 = time.perf_counter()
             image, affine = contrasts.synthesize(lmap.labels, lmap.affine, acq,
                                                  runner.case_seed("between", lmap.name, acq.name))
-            image_path = write_image(work / f"between_{acq.name}.nii", image, affine)
+            if stripped:  # the same image (same seed), zeroed outside the brain
+                image = contrasts.skull_strip(image, affine, lmap.labels, lmap.affine)
+            image_path = write_image(work / f"between_{name}.nii", image, affine)
             prep = time.perf_counter() - t0
             try:
                 for engine in todo:
@@ -93,7 +109,7 @@ def run_between(runner: Runner, lmap: LabelMap, design: BetweenDesign) -> list[d
                     done[engine] = runner.store(engine, spec, {
                         "kind": "between", "map": lmap.name, "source": lmap.path.parent.name,
                         "engine": engine, "contrast": acq.contrast,
-                        "thickness_mm": acq.thickness_mm, "acq": acq.name,
+                        "thickness_mm": acq.thickness_mm, "acq": name, "stripped": stripped,
                         "volumes": {str(k): float(v) for k, v in seg.volumes.items()},
                         "variants": {name: {str(k): float(v) for k, v in vols.items()}
                                      for name, vols in (seg.variants or {}).items()},
@@ -104,7 +120,7 @@ def run_between(runner: Runner, lmap: LabelMap, design: BetweenDesign) -> list[d
         for engine in wanted:
             record = done[engine]
             records.append(record)
-            runner.log(f"[between] {lmap.name} {acq.name} {engine}: whole "
+            runner.log(f"[between] {lmap.name} {name} {engine}: whole "
                        f"{record['volumes'].get(str(WHOLE), float('nan')):.0f} mm3 (true "
                        f"{truth[str(WHOLE)]:.0f})" + ("" if engine in todo else " cached"))
     return records
@@ -138,6 +154,30 @@ def between_summary(records: list[dict], engine: str = "hsynex",
     worst = min(finite, key=finite.get)
     return {"worst_acq": worst, "worst_r": finite[worst],
             "mean_r": float(np.mean(list(finite.values()))), "n_acq": len(finite)}
+
+
+def stripping_changes(records: list[dict], engine: str = "hsynex",
+                      variant: str = "pipeline") -> list[dict]:
+    """Per stripped acquisition: the whole volume's relative change from the same image with
+    the skull, over the maps (mean, mean absolute, largest absolute)."""
+    recs = [r for r in records if r.get("kind") == "between" and r["engine"] == engine
+            and not r.get("failed")]
+    head = {(r["map"], r["acq"]): r for r in recs if not r.get("stripped")}
+    out = []
+    for acq in dict.fromkeys(r["acq"] for r in recs if r.get("stripped")):
+        changes = []
+        for r in recs:
+            base = head.get((r["map"], acq.removesuffix("_stripped")))
+            if r["acq"] == acq and base is not None:
+                v0 = record_volume(base, variant)
+                if v0 > 0:
+                    changes.append(record_volume(r, variant) / v0 - 1.0)
+        changes = [c for c in changes if np.isfinite(c)]
+        if changes:
+            out.append({"acq": acq, "n": len(changes), "mean": float(np.mean(changes)),
+                        "mean_abs": float(np.mean(np.abs(changes))),
+                        "worst": float(max(changes, key=abs))})
+    return out
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -181,6 +221,10 @@ def between_section(records: list[dict], number: int = 10) -> str:
                              fmt(whole["slope"], 2), fmt(whole["ratio"], 2),
                              fmt(sides[0], 2), fmt(sides[1], 2)])
     summary = between_summary(recs)
+    strip_rows = [[label, c["acq"], c["n"], f"{100 * c['mean']:+.1f} %",
+                   f"{100 * c['mean_abs']:.1f} %", f"{100 * c['worst']:+.1f} %"]
+                  for _, variant, label in VARIANTS[:2]
+                  for c in stripping_changes(recs, "hsynex", variant)]
     parts = [
         f"## {number}. Between subjects on renders: hsynex's volumes against the true ones",
         f"{len(maps)} label maps the networks were not trained on (the held-out map(s) and the "
@@ -192,11 +236,17 @@ def between_section(records: list[dict], number: int = 10) -> str:
         "voting, so the maps of different folders may follow different conventions (r is also "
         "given per folder). r and slope: measured regressed on true across the maps; 'measured "
         "/ true': the mean ratio; 'hsynex posteriors': the networks' own soft volume, before "
-        "the partial-volume correction.",
+        "the partial-volume correction; '_stripped': the same image (same seed) zeroed outside "
+        "the map's brain, dilated by one voxel (`contrasts.skull_strip`).",
         md_table(headers, rows),
         md_table(["engine", "acquisition", "maps", "n", "r whole", "slope", "measured / true",
                   f"r {SHORT_NAMES[LEFT]}", f"r {SHORT_NAMES[RIGHT]}"], fits),
     ]
+    if strip_rows:
+        parts.append("Skull-stripped against the same image with the skull (whole volume, "
+                     "relative change per map):\n\n" + md_table(
+                         ["engine", "acquisition", "maps", "mean change", "mean |change|",
+                          "largest"], strip_rows))
     if summary:
         parts.append(f"hsynex's whole volume against the true one across the maps: r "
                      f"{summary['mean_r']:.2f} on average over {summary['n_acq']} "

@@ -172,6 +172,19 @@ def add_head_shells(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return out
 
 
+def skull_strip(image: np.ndarray, affine: np.ndarray, labels: np.ndarray,
+                labels_affine: np.ndarray) -> np.ndarray:
+    """``image`` (grid ``affine``) zeroed outside the brain of ``labels`` (every label but the
+    background, the extra-cerebral labels and the head shells), the mask dilated by one voxel as
+    a skull-stripping tool leaves it: the scan skull-stripped."""
+    from .engines import nearest_onto
+
+    labels = np.asarray(labels)
+    brain = (labels > 0) & ~np.isin(labels, EXTRA_CEREBRAL_IDS + tuple(SHELL_LABELS.values()))
+    mask = nearest_onto(brain.astype(np.uint8), labels_affine, image.shape, affine) > 0
+    return np.where(ndimage.binary_dilation(mask, iterations=1), image, 0).astype(image.dtype)
+
+
 def head_shells(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Tissue index of the extra-cerebral shells (CSF, skull, scalp) around the brain, -1 elsewhere.
 

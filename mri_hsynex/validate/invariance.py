@@ -429,7 +429,7 @@ def brain_images(shared: str | os.PathLike) -> dict[str, tuple[str, Callable]]:
 
 def _renders(aseg: Path) -> dict[str, Callable]:
     from ..io import load_volume, to_ras
-    from .contrasts import CONTRAST_NAMES, Acquisition, crop_to_head, synthesize
+    from .contrasts import CONTRAST_NAMES, Acquisition, crop_to_head, skull_strip, synthesize
 
     @lru_cache(maxsize=1)
     def labels():
@@ -441,7 +441,7 @@ def _renders(aseg: Path) -> dict[str, Callable]:
             lab, aff = labels()
             image, affine = synthesize(lab, aff, Acquisition(contrast, thickness, orientation), 1)
             if stripped:
-                image = image * _brain_mask_on(lab, aff, image.shape, affine)
+                image = skull_strip(image, affine, lab, aff)
             return image, affine
         return load
 
@@ -454,15 +454,6 @@ def _renders(aseg: Path) -> dict[str, Callable]:
                         + (" skull-stripped" if stripped else ""))
                 out[name] = make(contrast, thickness, orientation, stripped)
     return out
-
-
-def _brain_mask_on(labels, affine, shape, target_affine) -> np.ndarray:
-    from scipy import ndimage
-
-    from .engines import nearest_onto
-
-    mask = nearest_onto((labels > 0).astype(np.uint8), affine, shape, target_affine) > 0
-    return ndimage.binary_dilation(mask, iterations=1)
 
 
 # --- report ---------------------------------------------------------------------------------------

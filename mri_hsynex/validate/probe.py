@@ -65,7 +65,8 @@ def whole_only(volume_mm3: float) -> dict[int, float]:
 
 def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np.ndarray,
                     exclude: np.ndarray | None, voxel_mm: float, image: np.ndarray | None = None,
-                    partial_volume: bool = False, thickness=None) -> dict[str, dict[int, float]]:
+                    partial_volume: bool = False, thickness=None,
+                    no_tissue: np.ndarray | None = None) -> dict[str, dict[int, float]]:
     """Every variant's volumes from the network outputs on an image and its flipped copy.
 
     ``stage1_pair``: stage 1's whole-hypothalamus posterior, (2, X, Y, Z) (image, flipped copy,
@@ -75,7 +76,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     partial-volume correction; None: the whole crop is taken as one tissue, no correction);
     ``partial_volume``: whether the tool's volume ("pipeline") is the corrected one;
     ``thickness``: the scan's voxel sizes along the crop axes (for the correction's thick-slice
-    handling, as the pipeline passes them).
+    handling, as the pipeline passes them); ``no_tissue``: the crop's zeroed background
+    (``pvc.filled_background``, as the pipeline passes it).
     """
     from ..predict.postprocess import (
         anatomical_mask,
@@ -101,8 +103,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     if image is not None:
         from ..predict.pvc import corrected_posteriors
 
-        corrected = soft_volumes(corrected_posteriors(pipeline, image, mask, thickness),
-                                 voxel_mm3)
+        corrected = soft_volumes(corrected_posteriors(pipeline, image, mask, thickness,
+                                                      no_tissue), voxel_mm3)
     return {
         "pipeline": corrected if partial_volume else posterior,
         "posterior volume": posterior,
@@ -134,6 +136,7 @@ class ProbeEngine(HsynexEngine):
         from ..io import load_volume
         from ..models.cascade import STAGE1_POSTERIOR, run_cascade
         from ..predict.canonical import canonical_input
+        from ..predict.pvc import filled_background
 
         t0 = time.perf_counter()
         seg = self.segmenter
@@ -148,7 +151,7 @@ class ProbeEngine(HsynexEngine):
         variants = variant_volumes(out1[..., STAGE1_POSTERIOR], out2,
                                    localisation.region_on(crop), localisation.exclude_on(crop),
                                    float(seg.stage_voxel_mm), crop_image, seg.partial_volume,
-                                   grid.voxel_mm)
+                                   grid.voxel_mm, filled_background(data, grid, crop))
         labels = self._labels(out2, localisation, crop)
         return Segmentation(labels, np.asarray(crop.affine, float), variants["pipeline"],
                             time.perf_counter() - t0, variants=variants)
