@@ -22,7 +22,7 @@ import numpy as np
 from . import anatomy, contrasts
 from .contrasts import Acquisition
 from .sensitivity import fit_line, record_volume
-from .study import LabelMap, Runner, localisation_centre, write_image
+from .study import LabelMap, Runner, localisation_centre, map_name, write_image
 from .tables import SHORT_NAMES, fmt, md_table
 
 BETWEEN_VERSION = 1  # bump when what a case renders changes
@@ -75,10 +75,6 @@ def between_map_paths(held_out: Sequence[Path], folders: Sequence[Path]) -> list
             names.add(name)
             paths.append(Path(path))
     return paths
-
-
-def map_name(path: Path) -> str:
-    return Path(path).name.split(".")[0].removesuffix("_labels")
 
 
 def run_between(runner: Runner, lmap: LabelMap, design: BetweenDesign) -> list[dict]:

@@ -177,8 +177,12 @@ def load_label_map(path: Path) -> LabelMap:
         raise HsynexError("label map has no hypothalamic subunits (801-810)", path)
     labels, affine = contrasts.crop_to_head(labels, image.affine)
     labels = contrasts.add_head_shells(labels, affine)  # once, so that they deform with it
-    name = path.name.split(".")[0].removesuffix("_labels")
-    return LabelMap(name, path, labels, affine, file_fingerprint(path))
+    return LabelMap(map_name(path), path, labels, affine, file_fingerprint(path))
+
+
+def map_name(path: Path) -> str:
+    """A label map's name: its file name without extensions and ``_labels``."""
+    return Path(path).name.split(".")[0].removesuffix("_labels")
 
 
 def synthesis_fingerprint() -> str:
