@@ -114,6 +114,10 @@ def filled_background(data: np.ndarray, grid, crop) -> np.ndarray | None:
 
     data = np.asarray(data)
     lowest = data <= data.min()
+    # the fill is a subset of the lowest voxels (and sampling is monotone): most scans hold none
+    # of them in the crop, and need no labelling of the whole scan
+    if not (sample_antialiased(lowest.astype(np.float32), grid, crop) > 0.5).any():
+        return None
     labels, _ = ndimage.label(lowest)
     border = np.concatenate([np.moveaxis(labels, axis, 0)[side].ravel()
                              for axis in range(3) for side in (0, -1)])

@@ -22,12 +22,19 @@ import numpy as np
 from . import anatomy, contrasts
 from .contrasts import Acquisition
 from .sensitivity import fit_line, record_volume
-from .study import LabelMap, Runner, localisation_centre, map_name, write_image
+from .study import (
+    LABEL_MAP_SUFFIXES,
+    LabelMap,
+    Runner,
+    _jsonable_volumes,
+    localisation_centre,
+    map_name,
+    write_image,
+)
 from .tables import SHORT_NAMES, fmt, md_table
 
 BETWEEN_VERSION = 1  # bump when what a case renders changes
 WHOLE, LEFT, RIGHT = 813, 811, 812
-LABEL_SUFFIXES = (".nii", ".nii.gz", ".mgz")
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ def between_map_paths(held_out: Sequence[Path], folders: Sequence[Path]) -> list
     """The held-out maps, then every label map of ``folders`` (sorted; one per map name)."""
     paths, names = [], set()
     extra = [p for f in folders if Path(f).is_dir() for p in sorted(Path(f).iterdir())
-             if p.is_file() and p.name.endswith(LABEL_SUFFIXES)]
+             if p.is_file() and p.name.endswith(LABEL_MAP_SUFFIXES)]
     for path in [*held_out, *extra]:
         name = map_name(path)
         if name not in names:
@@ -79,8 +86,7 @@ def between_map_paths(held_out: Sequence[Path], folders: Sequence[Path]) -> list
 
 def run_between(runner: Runner, lmap: LabelMap, design: BetweenDesign) -> list[dict]:
     """Render one map in every case of the design and segment it (cached per case)."""
-    truth = {str(k): float(v) for k, v in
-             anatomy.label_volumes(lmap.labels, lmap.voxel_mm3).items()}
+    truth = _jsonable_volumes(anatomy.label_volumes(lmap.labels, lmap.voxel_mm3))
     centre = localisation_centre(lmap.labels, lmap.affine)
     work = runner.cache_dir / "images" / lmap.name
     records = []
@@ -106,9 +112,9 @@ def run_between(runner: Runner, lmap: LabelMap, design: BetweenDesign) -> list[d
                         "kind": "between", "map": lmap.name, "source": lmap.path.parent.name,
                         "engine": engine, "contrast": acq.contrast,
                         "thickness_mm": acq.thickness_mm, "acq": name, "stripped": stripped,
-                        "volumes": {str(k): float(v) for k, v in seg.volumes.items()},
-                        "variants": {name: {str(k): float(v) for k, v in vols.items()}
-                                     for name, vols in (seg.variants or {}).items()},
+                        "volumes": _jsonable_volumes(seg.volumes),
+                        "variants": {variant: _jsonable_volumes(vols)
+                                     for variant, vols in (seg.variants or {}).items()},
                         "truth": truth, "prep_seconds": prep if engine == todo[0] else 0.0,
                         "seconds": seg.seconds, "failed": seg.failed})
             finally:

@@ -155,7 +155,7 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     for lmap in maps:
         records += sensitivity.run_sensitivity(sens_runner, lmap, sens_design)
     if not opts.sensitivity_only:
-        records += _between_records(opts, sens_runner, holdout)
+        records += _between_records(opts, sens_runner, maps)
     probe = sens_engines["hsynex"]
     probe_check = blank_noise = None
     if hasattr(probe, "check_against_pipeline"):
@@ -211,15 +211,16 @@ def _issue8_records(opts: Options, runner: study.Runner, maps: list, design: stu
     return records
 
 
-def _between_records(opts: Options, runner: study.Runner,
-                     holdout: tuple[str, ...]) -> list[dict]:
-    """Section 10: renders of the held-out maps and of ``opts.between_dirs``' maps (loaded one
-    at a time)."""
+def _between_records(opts: Options, runner: study.Runner, maps: list) -> list[dict]:
+    """Section 10: renders of the held-out ``maps`` (already loaded) and of
+    ``opts.between_dirs``' maps (loaded one at a time)."""
     design = between.quick_between_design() if opts.quick else between.BetweenDesign()
-    paths = between.between_map_paths(holdout_map_paths(opts, holdout), opts.between_dirs)
+    loaded = {m.path: m for m in maps}
+    paths = between.between_map_paths(list(loaded), opts.between_dirs)
     records: list[dict] = []
     for path in paths[:design.max_maps]:
-        records += between.run_between(runner, study.load_label_map(path), design)
+        lmap = loaded.get(path) or study.load_label_map(path)
+        records += between.run_between(runner, lmap, design)
     return records
 
 

@@ -148,13 +148,15 @@ def hsynex_fingerprint(folder: Path | None) -> str:
             f":brain{brain_check.MIN_MUTUAL_INFORMATION:g}/{brain_check.MIN_MARGIN_OVER_NULL:g}")
 
 
+LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".mgz")  # label-map files the validation reads
+
+
 def find_holdout_maps(labels_dir: Path, holdout: tuple[str, ...]) -> list[Path]:
     """Label maps in ``labels_dir`` whose file name contains one of the ``holdout`` strings."""
     if not Path(labels_dir).is_dir():
         raise HsynexError("label-map folder not found", labels_dir)
-    suffixes = (".nii", ".nii.gz", ".mgz")
     maps = sorted(p for p in Path(labels_dir).iterdir()
-                  if p.name.endswith(suffixes) and any(h in p.name for h in holdout))
+                  if p.name.endswith(LABEL_MAP_SUFFIXES) and any(h in p.name for h in holdout))
     if not maps:
         raise HsynexError(f"no held-out label map (name containing {' or '.join(holdout)}) in",
                           labels_dir)
