@@ -119,8 +119,7 @@ def _engines(opts: Options) -> tuple[dict, dict[str, str]]:
         if not Path(weights).is_file():
             raise HsynexError("teacher weights not found", weights)
         engines["teacher"] = TeacherEngine(weights)
-        stat = Path(weights).stat()
-        fingerprints["teacher"] = f"{stat.st_size}:{stat.st_mtime_ns}:block96of160"
+        fingerprints["teacher"] = f"{study.file_fingerprint(Path(weights))}:block96of160"
     else:
         opts.notes.append("The teacher was not run (no weights, or `--no-teacher`), so the "
                           "teacher columns are missing and the real-T1 reference is the teacher "

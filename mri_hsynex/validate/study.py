@@ -126,11 +126,12 @@ def file_fingerprint(path: Path) -> str:
 
 
 def folder_fingerprint(folder: Path | None) -> str:
-    """Names, sizes and modification times of a model folder's networks and settings
-    (``*.keras``, ``model.json``; other files such as a model card do not count)."""
+    """Names and contents of a model folder's networks and settings (``*.keras``,
+    ``model.json``; other files such as a model card do not count): a fresh checkout or a copy
+    keeps the cache, new weights do not."""
     if folder is None or not Path(folder).is_dir():
         return "none"
-    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+    parts = [f"{p.name}:{file_fingerprint(p)}"
              for p in sorted(Path(folder).iterdir())
              if p.is_file() and (p.suffix == ".keras" or p.name == "model.json")]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
