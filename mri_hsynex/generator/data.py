@@ -11,9 +11,8 @@ import numpy as np
 
 from .. import labels as label_tables
 from ..errors import HsynexError
+from ..io import SUFFIXES as LABEL_SUFFIXES  # the volume files hsynex reads
 from .config import GeneratorConfig
-
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
 
 
 def list_label_maps(path: str | os.PathLike) -> list[Path]:

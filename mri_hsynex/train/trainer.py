@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HsynexError
+from ..generator.data import LABEL_SUFFIXES
 from ..io import atomic_path
 from ..labels import LOCALISER_CLASS_NAMES, STAGE2_CLASSES
 from .config import KEPT_DIR, TrainConfig, kept_name
 
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
 LOCALISER_SCORED = (2, 3, 4)  # ventral DC left/right, 3rd ventricle: what the localiser is for
 
 
@@ -36,7 +36,7 @@ def find_label_maps(folder: str | Path) -> list[Path]:
     paths = sorted(p for p in folder.iterdir()
                    if p.is_file() and p.name.endswith(LABEL_SUFFIXES))
     if not paths:
-        raise HsynexError("no label maps (.nii, .nii.gz, .mgz) in folder", folder)
+        raise HsynexError("no label maps (.nii, .nii.gz, .mgz, .mgh) in folder", folder)
     return paths
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HsynexError
+from ..io import SUFFIXES as LABEL_MAP_SUFFIXES  # the label-map files the validation reads
 from ..labels import SUBUNIT_IDS, THIRD_VENTRICLE, VENTRAL_DC_IDS
 from . import anatomy, contrasts
 from .contrasts import Acquisition
@@ -147,9 +148,6 @@ def hsynex_fingerprint(folder: Path | None) -> str:
 
     return (f"{folder_fingerprint(folder)}:pv{VERSION}:labels{LABEL_RULE}"
             f":brain{brain_check.MIN_MUTUAL_INFORMATION:g}/{brain_check.MIN_MARGIN_OVER_NULL:g}")
-
-
-LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".mgz")  # label-map files the validation reads
 
 
 def find_holdout_maps(labels_dir: Path, holdout: tuple[str, ...]) -> list[Path]:
