@@ -274,6 +274,26 @@ def test_mask_cut_variants_need_a_segmented_structure(tmp_path):
     assert len(inv.run_invariance(scan, stub, inv.layout_variants(("LIA",)), tmp_path)) == 2
 
 
+def test_brainmask_variant_strips_the_scan_with_freesurfers_mask(tmp_path):
+    """brainmask.mgz beside the scan on the same grid: the scan zeroed outside it, intensities
+    untouched inside; none without it, or on another grid."""
+    image, affine = _head()
+    scan = inv.write_variant(tmp_path / "T1.mgz", image, affine, {"dtype": "float32"})
+    assert inv.brainmask_variants(scan) == ()
+    mask = np.zeros(image.shape, np.float32)
+    mask[4:20, 5:22, 3:17] = image[4:20, 5:22, 3:17]
+    inv.write_variant(tmp_path / "brainmask.mgz", mask, affine, {"dtype": "float32"})
+    (variant,) = inv.brainmask_variants(scan)
+    assert variant.group == "mask cut" and not variant.placed
+    data, out_affine, _ = variant.make(load_volume(scan).data, affine)
+    np.testing.assert_array_equal(data, np.where(mask > 0, image, 0.0))
+    np.testing.assert_allclose(out_affine, affine)
+    shifted = affine.copy()
+    shifted[:3, 3] += 2.0
+    inv.write_variant(tmp_path / "brainmask.mgz", mask, shifted, {"dtype": "float32"})
+    assert inv.brainmask_variants(scan) == ()
+
+
 # --- brain evidence -----------------------------------------------------------------------------
 def test_mutual_information_of_independent_and_identical_samples():
     from mri_hsynex.predict.brain_check import mutual_information

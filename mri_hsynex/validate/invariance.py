@@ -157,6 +157,25 @@ def mask_cut_variants(below_mm: Sequence[float] = (8.0, 4.0, 2.0),
                  for d, c in planes)
 
 
+def brainmask_variants(scan: str | os.PathLike) -> tuple[Variant, ...]:
+    """The scan zeroed outside FreeSurfer's brain mask (``brainmask.mgz`` beside it, on the
+    scan's grid): a real skull-stripping of the same head, which often keeps some CSF under the
+    hypothalamus. None when there is no such file or it lies on another grid."""
+    from ..io import load_volume
+
+    scan = Path(scan)
+    path = scan.parent / "brainmask.mgz"
+    if not path.is_file() or path.resolve() == scan.resolve():
+        return ()
+    mask, image = load_volume(path, kind="image"), load_volume(scan, kind="image")
+    if (mask.data.shape[:3] != image.data.shape[:3]
+            or not np.allclose(mask.affine, image.affine, atol=1e-3)):
+        return ()
+    brain = np.asarray(mask.data) > 0
+    return (Variant("skull-stripped by FreeSurfer (its brainmask.mgz)", "mask cut",
+                    lambda v, a: _stored(np.where(brain, v, 0.0).astype(np.float32), a)),)
+
+
 # world axis of a slab's thickness: coronal slabs are thin along y (A), axial ones along z (S)
 SLAB_AXES = {"coronal": 1, "axial": 2}
 
@@ -554,7 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     segmenter = Segmenter(threads=args.threads)
     variants = (layout_variants() + INTENSITY_VARIANTS
                 + oblique_variants((10.0, 20.0, 30.0), (0,)) + oblique_variants((20.0,), (1, 2))
-                + mask_cut_variants() + field_of_view_variants() + voxel_size_variants())
+                + mask_cut_variants() + brainmask_variants(args.i) + field_of_view_variants()
+                + voxel_size_variants())
     with tempfile.TemporaryDirectory() as tmp:
         rows = run_invariance(args.i, segmenter, variants, tmp)
         refused = refusals(segmenter, tmp)
