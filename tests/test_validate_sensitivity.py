@@ -254,3 +254,25 @@ def test_between_subject_fit_skips_implausible_teacher_volumes():
     assert n_all == 5 and r_all < 0.5
     text = volume_report.between_subject_section(records)
     assert "implausible on 1 of 5" in text and "| s4 |" in text
+
+
+def test_demo_target_reads_the_ratio_and_where_the_volumes_differ():
+    """make demo's target: met only with ten subunits, no QC flag and 0.8-1.2 x the teacher's
+    whole volume; the note splits the difference into the inferior subunits and the others."""
+    from mri_hsynex.validate import volume_report
+
+    def volumes(inferior, other):
+        v = {i: (inferior if i in volume_report.INFERIOR else other) for i in SUBUNIT_IDS}
+        v[813] = sum(v[i] for i in SUBUNIT_IDS)
+        return v
+
+    demo = {"hsynex": volumes(100.0, 110.0), "teacher": volumes(25.0, 110.0), "present": 10,
+            "qc_flag": False}
+    target = volume_report.demo_target(demo)
+    assert target.value == pytest.approx(1060.0 / 760.0) and target.met is False
+    assert "the four inferior subunits 400 vs 100, the other six 660 vs 660" in target.note
+    demo["teacher"] = volumes(90.0, 110.0)
+    assert volume_report.demo_target(demo).met is True
+    assert volume_report.demo_target({**demo, "qc_flag": True}).met is False
+    assert volume_report.demo_target({**demo, "present": 9}).met is False
+    assert volume_report.demo_target(None).met is None

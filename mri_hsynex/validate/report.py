@@ -156,15 +156,18 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     if not opts.sensitivity_only:
         records += _between_records(opts, sens_runner, maps)
     probe = sens_engines["hsynex"]
-    probe_check = blank_noise = None
+    probe_check = blank_noise = demo = None
     if hasattr(probe, "check_against_pipeline"):
         probe_check = _probe_check(probe, maps[0], opts.cache_dir)
         blank_noise = volume_report.blank_and_noise(probe, opts.cache_dir / "images")
+        if not opts.quick:
+            demo = volume_report.demo_check(engines["hsynex"], engines.get("teacher"),
+                                            opts.cache_dir / "images")
     out_dir = Path(opts.out_dir)
     run = {"seconds": 0.0, "records": records, "counts": dict(runner.counts),
            "blank": None, "rss_mb": runner.rss_mb, "maps": maps, "design": design,
            "holdout": holdout, "figures": [], "sensitivity_design": sens_design,
-           "probe_check": probe_check, "blank_noise": blank_noise}
+           "probe_check": probe_check, "blank_noise": blank_noise, "demo": demo}
     for name, count in sens_runner.counts.items():
         run["counts"][name] = run["counts"].get(name, 0) + count
     if not opts.sensitivity_only:
@@ -294,7 +297,8 @@ def render(records: list[dict], opts: Options, run: dict) -> str:
     """The whole report as markdown."""
     groups = tables.group_results(records)
     targets = tables.target_rows(volume_report.without_failed_reference(records), groups)
-    targets13 = volume_report.target_rows(records, groups, run.get("blank_noise"))
+    targets13 = volume_report.target_rows(records, groups, run.get("blank_noise"),
+                                          run.get("demo"))
     parts = [
         _header(opts, run),
         volume_report.targets_section(targets13),
