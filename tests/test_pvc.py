@@ -282,3 +282,23 @@ def test_filled_background_is_the_border_connected_minimum():
     assert fill is not None and fill.shape == crop.shape
     assert fill[:, :, :3].all() and not fill[:, :, 3:].any()  # scan z < 6 only; not the hole
     assert filled_background(data + 1.0 + np.arange(30)[:, None, None], grid, crop) is None
+    # only where it can change the correction: none of it within reach, no fill (and no labelling)
+    reach = np.zeros(crop.shape, bool)
+    reach[:, :, 14:] = True  # above the stripped zeros and the hole (crop z 11-13)
+    assert filled_background(data, grid, crop, reach) is None
+    reach[:, :, 2] = True
+    np.testing.assert_array_equal(filled_background(data, grid, crop, reach), fill)
+
+
+def test_background_beyond_reach_changes_nothing():
+    """The zeroed background counts only within ``background_reach`` of the posteriors: the
+    same correction with the fill cut to that reach."""
+    from mri_hsynex.predict.pvc import background_reach
+
+    true = _ellipsoid_fraction((6.0, 8.0, 5.0))
+    post = _posteriors((6.0, 8.0, 5.0))
+    stripped, cut = _stripped_below(_image(true, noise=0.04), z_mm=13.0)
+    reach = background_reach(post)
+    assert (cut & reach).any() and (cut & ~reach).any()
+    np.testing.assert_array_equal(corrected_posteriors(post, stripped, no_tissue=cut),
+                                  corrected_posteriors(post, stripped, no_tissue=cut & reach))

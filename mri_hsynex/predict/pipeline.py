@@ -97,14 +97,14 @@ class Segmenter:
                                             localisation.exclude_on(crop), crop.voxel_mm)
         volume_posteriors = None
         if self.partial_volume:  # volumes from the image's own partial volume (predict/pvc.py)
-            from .pvc import corrected_posteriors, filled_background
+            from .pvc import background_reach, corrected_posteriors, filled_background
 
             # the crop's axes follow the scan's (canonical) voxel axes: their voxel sizes tell
             # the correction which axis, if any, was acquired with thick slices; a
             # skull-stripped scan's zeroed background is no tissue
             volume_posteriors = corrected_posteriors(
                 posteriors, crop_image, mask, thickness=grid.voxel_mm,
-                no_tissue=filled_background(data, grid, crop))
+                no_tissue=filled_background(data, grid, crop, background_reach(posteriors)))
         timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
             image=image, image_grid=native_grid, crop_grid=crop, posteriors=posteriors,
