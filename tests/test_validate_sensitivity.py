@@ -276,3 +276,41 @@ def test_demo_target_reads_the_ratio_and_where_the_volumes_differ():
     assert volume_report.demo_target({**demo, "qc_flag": True}).met is False
     assert volume_report.demo_target({**demo, "present": 9}).met is False
     assert volume_report.demo_target(None).met is None
+
+
+def test_demo_check_reads_both_engines_and_survives_a_refusal(tmp_path):
+    """demo_check runs the template through both engines (the teacher centred on hsynex's
+    localisation) and reads volumes, subunits present and the QC flag; a refusal, or no
+    teacher, gives None (the target row then says 'not run'); the template is not left behind."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("nilearn")
+    from mri_hsynex.validate import volume_report
+
+    centre = np.array([1.0, -2.0, -10.0])
+    seen = {}
+    volumes = {i: (5, 50.0) for i in SUBUNIT_IDS}
+    volumes[804] = (0, 0.0)
+    volumes.update({811: (20, 200.0), 812: (25, 250.0), 813: (45, 450.0)})
+    result = SimpleNamespace(volumes=volumes, localisation=SimpleNamespace(centre_world=centre),
+                             qc={"qc_flag": False})
+
+    def teacher_segment(path, centre_world=None):
+        seen["centre"] = centre_world
+        return SimpleNamespace(volumes={i: 40.0 for i in SUBUNIT_IDS} | {813: 400.0})
+
+    hsynex = SimpleNamespace(segmenter=SimpleNamespace(segment=lambda path: result))
+    teacher = SimpleNamespace(segment=teacher_segment)
+    demo = volume_report.demo_check(hsynex, teacher, tmp_path)
+    assert demo["present"] == 9 and demo["qc_flag"] is False
+    assert demo["hsynex"][813] == 450.0 and demo["teacher"][813] == 400.0
+    np.testing.assert_array_equal(seen["centre"], centre)
+    assert not list(tmp_path.iterdir())
+    assert volume_report.demo_check(hsynex, None, tmp_path) is None
+
+    def refuse(path):
+        raise HsynexError("no brain found", path)
+
+    refused = SimpleNamespace(segmenter=SimpleNamespace(segment=refuse))
+    assert volume_report.demo_check(refused, teacher, tmp_path) is None
+    assert not list(tmp_path.iterdir())

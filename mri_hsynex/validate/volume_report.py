@@ -131,7 +131,7 @@ def demo_target(demo: dict | None) -> Target:
 def demo_check(hsynex, teacher, work_dir) -> dict | None:
     """``make demo``'s image (nilearn's MNI152 2009 template) through hsynex as the demo runs it
     (no aseg) and through the teacher (centred on hsynex's localisation): soft volumes (mm³),
-    the subunits labelled, the QC flag; None without nilearn or the teacher."""
+    the subunits labelled, the QC flag; None without nilearn or the teacher, or if refused."""
     from ..demo import save_template
     from ..errors import HsynexError
 
@@ -144,6 +144,8 @@ def demo_check(hsynex, teacher, work_dir) -> dict | None:
     try:
         result = hsynex.segmenter.segment(path)
         seg = teacher.segment(path, centre_world=result.localisation.centre_world)
+    except HsynexError:  # refused: the target row says it was not run
+        return None
     finally:
         path.unlink(missing_ok=True)
     return {"hsynex": {int(k): float(v[1]) for k, v in result.volumes.items()},
