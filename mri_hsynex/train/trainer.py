@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HsynexError
-from ..generator.data import LABEL_SUFFIXES
+from ..generator.data import list_label_maps
 from ..io import atomic_path
 from ..labels import LOCALISER_CLASS_NAMES, STAGE2_CLASSES
 from .config import KEPT_DIR, TrainConfig, kept_name
@@ -33,11 +33,7 @@ def find_label_maps(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise HsynexError("label-map folder not found", folder)
-    paths = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.name.endswith(LABEL_SUFFIXES))
-    if not paths:
-        raise HsynexError("no label maps (.nii, .nii.gz, .mgz, .mgh) in folder", folder)
-    return paths
+    return list_label_maps(folder)
 
 
 def with_labels(paths: list[Path], required: list[int]) -> list[Path]:
