@@ -67,19 +67,25 @@ def test_unknown_contrast_is_a_user_error():
         contrasts.slice_axis(tiny_affine(), "sagittal-ish")
 
 
-@pytest.mark.parametrize("orientation, world_axis", [("axial", 2), ("coronal", 1)])
-@pytest.mark.parametrize("thickness", [3.0, 5.0, 7.0])
-def test_thick_slices_keep_world_coordinates(orientation, world_axis, thickness):
-    shape = (20, 36, 30)
+@pytest.mark.parametrize("orientation, world_axis", [("axial", 2), ("coronal", 1),
+                                                     ("sagittal", 0)])
+@pytest.mark.parametrize("thickness, phase", [(3.0, 0.0), (5.0, 0.0), (7.0, 0.0), (5.0, 2.0),
+                                              (5.0, 4.5)])
+def test_thick_slices_keep_world_coordinates(orientation, world_axis, thickness, phase):
+    shape = (30, 36, 30)
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
     world = ijk @ LIA[:3, :3].T + LIA[:3, 3]
     ramp = world[..., world_axis].astype(np.float32)  # image = its own world coordinate
-    low, affine = contrasts.acquire_thick_slices(ramp, LIA, thickness, orientation)
+    low, affine = contrasts.acquire_thick_slices(ramp, LIA, thickness, orientation, phase)
     axis = contrasts.slice_axis(LIA, orientation)
     sizes = contrasts.voxel_sizes(affine)
     assert sizes[axis] == pytest.approx(thickness)
     assert np.allclose(np.delete(sizes, axis), 1.0)
-    assert low.shape[axis] == int(np.floor((shape[axis] - 1 - (thickness - 1) / 2) / thickness)) + 1
+    first = (thickness - 1) / 2 + phase  # the first slice's centre, in input voxels
+    assert low.shape[axis] == int(np.floor((shape[axis] - 1 - first) / thickness)) + 1
+    # the phase moves the slices by that much along the slice axis's voxel direction
+    _, unshifted = contrasts.acquire_thick_slices(ramp, LIA, thickness, orientation)
+    assert np.allclose(affine[:3, 3] - unshifted[:3, 3], LIA[:3, axis] * phase)
     assert np.allclose(np.delete(low.shape, axis), np.delete(shape, axis))
     # a linear ramp survives the blur away from the edges: each thick voxel holds its own world
     # coordinate, so the low-resolution affine places it where it was sampled
@@ -87,7 +93,14 @@ def test_thick_slices_keep_world_coordinates(orientation, world_axis, thickness)
     low_world = (low_ijk @ affine[:3, :3].T + affine[:3, 3])[..., world_axis]
     inner = [slice(None)] * 3
     inner[axis] = slice(1, -1)
-    assert np.allclose(low[tuple(inner)], low_world[tuple(inner)], atol=1e-3)
+    assert np.allclose(low[tuple(inner)], low_world[tuple(inner)], atol=1e-2)
+
+
+def test_slice_phase_outside_one_slice_is_refused():
+    image = np.zeros((20, 20, 20), np.float32)
+    for phase in (-1.0, 5.0):
+        with pytest.raises(HsynexError, match="slice phase"):
+            contrasts.acquire_thick_slices(image, LIA, 5.0, "axial", phase)
 
 
 def test_one_mm_is_unchanged():
@@ -240,7 +253,8 @@ def test_report_pipeline_with_stand_in_engines(tmp_path):
     for heading in ("## Targets", "## 1. Synthetic grid", "## 3. Consistency",
                     "## 4. Simulated group study", "## 5. Runtime", "## Closing note",
                     "## Targets (issue 13", "## 6. Paired sensitivity",
-                    "## 7. Why the networks' volume", "## 10. Between subjects on renders"):
+                    "## 7. Why the networks' volume", "## 10. Between subjects on renders",
+                    "## 11. Slice direction and phase"):
         assert heading in text
     assert (tmp_path / "out" / "figures" / "validation_dice_vs_thickness.png").is_file()
     assert (tmp_path / "out" / "figures" / "validation_qc.png").is_file()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anatomy, contrasts
+from . import contrasts
 from .contrasts import Acquisition
 from .sensitivity import fit_line, record_volume
 from .study import (
@@ -27,7 +27,7 @@ from .study import (
     LabelMap,
     Runner,
     _jsonable_volumes,
-    localisation_centre,
+    map_context,
     map_name,
     write_image,
 )
@@ -86,9 +86,7 @@ def between_map_paths(held_out: Sequence[Path], folders: Sequence[Path]) -> list
 
 def run_between(runner: Runner, lmap: LabelMap, design: BetweenDesign) -> list[dict]:
     """Render one map in every case of the design and segment it (cached per case)."""
-    truth = _jsonable_volumes(anatomy.label_volumes(lmap.labels, lmap.voxel_mm3))
-    centre = localisation_centre(lmap.labels, lmap.affine)
-    work = runner.cache_dir / "images" / lmap.name
+    truth, centre, work = map_context(runner, lmap)
     records = []
     for acq, stripped in design.cases():
         name = case_name(acq, stripped)

@@ -4,8 +4,9 @@ slices and stored at the low resolution, as a clinical scan would be.
 Steps (all seeded): label map -> tissue class -> mean intensity of the contrast (plus a small
 per-label jitter) -> extra-cerebral shells when the map has none (CSF, skull, scalp) -> partial
 volume blur -> mild multiplicative bias field -> acquisition at a slice thickness along the axial
-(S) or coronal (A) world axis (Gaussian slice profile, FWHM = thickness, then resampling at the
-slice spacing) -> Rician-like noise -> intensities scaled to 0..255.
+(S), coronal (A) or sagittal (R) world axis (Gaussian slice profile, FWHM = thickness, then
+resampling at the slice spacing, the slices placed at a given phase) -> Rician-like noise ->
+intensities scaled to 0..255.
 
 Conventions: label ids are FreeSurfer's; affines map voxel indices to RAS world mm; distances in
 mm. The low-resolution affine keeps world coordinates: the centre of thick slice ``k`` is the
@@ -72,7 +73,8 @@ CONTRASTS: dict[str, dict[str, float]] = {
 }
 RANDOM = "random"
 CONTRAST_NAMES: tuple[str, ...] = tuple(CONTRASTS) + (RANDOM,)
-AXES: dict[str, int] = {"axial": 2, "coronal": 1}  # slice direction -> RAS world axis (S, A)
+# slice direction -> RAS world axis (S, A, R)
+AXES: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 # extra-cerebral shells added around maps without extra-cerebral labels (mm from the brain),
 # drawn as pseudo-labels of their own (not FreeSurfer ids) so that they deform with the map
@@ -217,7 +219,8 @@ def bias_field(shape: tuple[int, ...], rng: np.random.Generator, sd: float,
 
 
 def slice_axis(affine: np.ndarray, orientation: str) -> int:
-    """Voxel axis closest to the world axis of a slice direction (``axial``: S, ``coronal``: A)."""
+    """Voxel axis closest to the world axis of a slice direction (``axial``: S, ``coronal``: A,
+    ``sagittal``: R)."""
     if orientation not in AXES:
         raise HsynexError(f"unknown slice direction {orientation!r} (known: {', '.join(AXES)})")
     directions = np.abs(np.asarray(affine)[:3, :3]) / voxel_sizes(affine)
@@ -225,21 +228,27 @@ def slice_axis(affine: np.ndarray, orientation: str) -> int:
 
 
 def acquire_thick_slices(image: np.ndarray, affine: np.ndarray, thickness_mm: float,
-                         orientation: str = "axial") -> tuple[np.ndarray, np.ndarray]:
+                         orientation: str = "axial",
+                         phase_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Simulate thick-slice acquisition: blur along the slice axis with a Gaussian slice profile
     (FWHM = ``thickness_mm``), sample every ``thickness_mm``, return ``(image, affine)`` at the
     low resolution. World coordinates are kept (the returned affine places each thick slice at the
-    world position it was sampled from). Thickness at or below the voxel size: no change."""
+    world position it was sampled from). Thickness at or below the voxel size: no change.
+
+    ``phase_mm`` (0 <= phase < thickness) moves every slice by that much along the slice axis's
+    voxel direction: where the slices fall on the anatomy, which a real scan leaves to chance."""
     axis = slice_axis(affine, orientation)
     size = float(voxel_sizes(affine)[axis])
     if thickness_mm <= size * 1.001:
         return image, np.asarray(affine, dtype=float).copy()
+    if not 0.0 <= phase_mm < thickness_mm:
+        raise HsynexError(f"slice phase {phase_mm:g} mm is outside [0, {thickness_mm:g}) mm")
     step = thickness_mm / size  # in voxels of the input
     sigma = step / (2.0 * np.sqrt(2.0 * np.log(2.0)))
     blurred = ndimage.gaussian_filter1d(image.astype(np.float32), sigma, axis=axis,
                                         mode="nearest", truncate=3.0)
     n = image.shape[axis]
-    p0 = (step - 1.0) / 2.0
+    p0 = (step - 1.0) / 2.0 + phase_mm / size
     if p0 > n - 1:
         raise HsynexError(f"volume too small for {thickness_mm:g} mm slices")
     positions = p0 + step * np.arange(int(np.floor((n - 1 - p0) / step)) + 1)
@@ -257,7 +266,7 @@ def acquire_thick_slices(image: np.ndarray, affine: np.ndarray, thickness_mm: fl
 
 
 def synthesize(labels: np.ndarray, affine: np.ndarray, acquisition: Acquisition,
-               seed: int, fine=None) -> tuple[np.ndarray, np.ndarray]:
+               seed: int, fine=None, phase_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """A whole-head test image of ``labels`` (integer map, RAS affine) as ``acquisition`` says.
 
     ``fine`` (an :class:`~mri_hsynex.validate.anatomy.FinePatch` of this map): inside its box
@@ -265,6 +274,7 @@ def synthesize(labels: np.ndarray, affine: np.ndarray, acquisition: Acquisition,
     voluming of the boundaries, and shrinkage by less than a voxel). Everything random (label
     jitter, bias, noise) depends only on ``seed`` and the coarse map's shape and largest label,
     so two maps that differ only in their fine patches get identical contrast, bias and noise.
+    ``phase_mm``: where the thick slices fall (``acquire_thick_slices``).
 
     Returns ``(image float32 0..255, affine)`` at the acquired resolution. Deterministic for a
     given ``seed``.
@@ -284,7 +294,8 @@ def synthesize(labels: np.ndarray, affine: np.ndarray, acquisition: Acquisition,
         image[fine.box] = fine.pooled(means[fine.labels])
     image = ndimage.gaussian_filter(image, 0.5 / voxel_sizes(affine), truncate=2.0)
     image *= bias_field(image.shape, rng, acq.bias)
-    image, new_affine = acquire_thick_slices(image, affine, acq.thickness_mm, acq.orientation)
+    image, new_affine = acquire_thick_slices(image, affine, acq.thickness_mm, acq.orientation,
+                                             phase_mm)
     scale = float(max(tissue_means.max(), means.max(), 1e-3))
     sd = acq.noise * scale
     noisy = np.hypot(image + rng.normal(0.0, sd, image.shape).astype(np.float32),

@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ..errors import HsynexError
 from ..labels import SUBUNIT_IDS
-from . import between, figures, sensitivity, study, tables, volume_report
+from . import between, figures, sensitivity, slices, study, tables, volume_report
 from .contrasts import CONTRASTS, SHELLS_MM, Acquisition
 from .metrics import coefficient_of_variation
 from .tables import SHORT_NAMES, fmt, fmt_p, md_table, mean_subunit_dice, nanmean
@@ -155,6 +155,9 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
         records += sensitivity.run_sensitivity(sens_runner, lmap, sens_design)
     if not opts.sensitivity_only:
         records += _between_records(opts, sens_runner, maps)
+        slice_design = slices.quick_slice_design() if opts.quick else slices.SliceDesign()
+        for lmap in maps[:1]:  # section 11: one held-out map, thick slices at every phase
+            records += slices.run_slices(sens_runner, lmap, slice_design)
     probe = sens_engines["hsynex"]
     probe_check = blank_noise = demo = None
     if hasattr(probe, "check_against_pipeline"):
@@ -314,6 +317,7 @@ def render(records: list[dict], opts: Options, run: dict) -> str:
         volume_report.between_subject_section(records, _real_note(opts)),
         volume_report.blank_noise_section(run.get("blank_noise")),
         between.between_section(records, 10),
+        slices.slices_section(records, 11),
         _method_section(run),
         _limits_section(volume_report.without_failed_reference(records), targets, groups,
                         opts, run.get("blank")),

@@ -292,12 +292,18 @@ def _jsonable_volumes(volumes: dict[int, float]) -> dict[str, float]:
     return {str(k): float(v) for k, v in volumes.items()}
 
 
+def map_context(runner: Runner, lmap: LabelMap) -> tuple[dict[str, float], np.ndarray, Path]:
+    """What every study that renders ``lmap`` needs: its true volumes (as records store them),
+    the localisation centre the teacher is given, and the folder its test images go to."""
+    return (_jsonable_volumes(anatomy.label_volumes(lmap.labels, lmap.voxel_mm3)),
+            localisation_centre(lmap.labels, lmap.affine),
+            runner.cache_dir / "images" / lmap.name)
+
+
 def run_grid(runner: Runner, lmap: LabelMap, design: Design) -> list[dict]:
     """Section 1: each grid acquisition of the held-out map, segmented by every engine."""
     records = []
-    truth_volumes = _jsonable_volumes(anatomy.label_volumes(lmap.labels, lmap.voxel_mm3))
-    work = runner.cache_dir / "images" / lmap.name
-    centre = localisation_centre(lmap.labels, lmap.affine)
+    truth_volumes, centre, work = map_context(runner, lmap)
     for k, acq in enumerate(design.grid):
         spec = {"kind": "grid", "map": lmap.fingerprint, "acq": asdict(acq)}
         engines = [e for e in runner.engines if design.runs(e, acq)]
