@@ -376,3 +376,19 @@ def test_hsynex_cache_key_follows_the_volume_correction_and_labels(tmp_path, mon
     key = study.hsynex_fingerprint(tmp_path)
     monkeypatch.setattr(postprocess, "LABEL_RULE", postprocess.LABEL_RULE + 1)
     assert study.hsynex_fingerprint(tmp_path) != key
+
+
+def test_resident_memory_is_remembered_per_set_of_networks(tmp_path):
+    from mri_hsynex.validate.study import remembered_rss_mb
+
+    a, b = {"hsynex": "net-1", "teacher": "t"}, {"hsynex": "net-2", "teacher": "t"}
+    assert remembered_rss_mb(tmp_path, a, 0.0) == 0.0  # nothing measured yet
+    assert remembered_rss_mb(tmp_path, a, 1500.0) == 1500.0
+    # a run served from the cache (nothing measured) and a smaller partial run keep the largest
+    assert remembered_rss_mb(tmp_path, a, 0.0) == 1500.0
+    assert remembered_rss_mb(tmp_path, a, 900.0) == 1500.0
+    assert remembered_rss_mb(tmp_path, a, 1600.0) == 1600.0
+    # other networks are measured afresh
+    assert remembered_rss_mb(tmp_path, b, 0.0) == 0.0
+    (tmp_path / "rss.json").write_text("not json")
+    assert remembered_rss_mb(tmp_path, a, 0.0) == 0.0

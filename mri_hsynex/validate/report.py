@@ -185,7 +185,8 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
         run["blank"] = engines["hsynex"].blank_input_voxels() \
             if hasattr(engines.get("hsynex"), "blank_input_voxels") else None
     run["seconds"] = time.time() - t0
-    run["rss_mb"] = max(runner.rss_mb, sens_runner.rss_mb)
+    run["rss_mb"] = study.remembered_rss_mb(opts.cache_dir, fingerprints,
+                                            max(runner.rss_mb, sens_runner.rss_mb))
     if opts.sensitivity_only:
         text, name = render_sensitivity(records, opts, run), "sensitivity.md"
     else:
@@ -669,8 +670,9 @@ def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
              "Seconds per segmentation measured inside this run (model already loaded; includes "
              "reading the image and post-processing; the machine may have been shared):",
              md_table(["engine", "images", "n", "refused", "mean s", "max s"], rows),
-             f"Largest resident memory of this run after a segmentation (both engines loaded, "
-             f"the held-out map in memory): {run.get('rss_mb', 0):.0f} MB."
+             f"Largest resident memory after a segmentation, in this run or an earlier one with "
+             f"the same networks (both engines loaded, the held-out map in memory): "
+             f"{run.get('rss_mb', 0):.0f} MB."
              if run.get("rss_mb") else "Resident memory: not measured (every case came from "
              "the cache; a run from an empty cache records it)."]
     if bench:

@@ -272,6 +272,25 @@ def current_rss_mb() -> float:
         return 0.0
 
 
+def remembered_rss_mb(cache_dir: Path, fingerprints: dict[str, str], measured_mb: float) -> float:
+    """The largest resident memory measured after a segmentation by any run with these engines
+    (``fingerprints``), kept in ``cache_dir/rss.json``: a run served from the cache measures
+    nothing, yet the number belongs in its report. 0 when no run has measured it."""
+    path = Path(cache_dir) / "rss.json"
+    key = hashlib.sha1(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()[:20]
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    best = max(float(measured_mb), float(stored.get(key, 0.0)))
+    if best > float(stored.get(key, 0.0)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({**stored, key: best}))
+        os.replace(tmp, path)
+    return best
+
+
 def write_image(path: Path, image: np.ndarray, affine: np.ndarray) -> Path:
     """Write a synthetic test image (float32 NIfTI, RAS affine) atomically."""
     import nibabel as nib
