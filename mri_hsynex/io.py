@@ -59,6 +59,39 @@ def suffix(path: str | os.PathLike) -> str:
     return next((s for s in SUFFIXES if name.endswith(s)), "")
 
 
+# image formats hsynex does not read, by suffix (DICOM is also recognised by its content)
+FOREIGN_SUFFIXES = {".dcm": "DICOM", ".ima": "DICOM", ".img": "Analyze", ".hdr": "Analyze",
+                    ".mnc": "MINC", ".nrrd": "NRRD", ".nhdr": "NRRD"}
+CONVERT_HINT = "convert to NIfTI or MGZ first, e.g. with dcm2niix or FreeSurfer's mri_convert"
+
+
+def foreign_format(path: str | os.PathLike) -> str | None:
+    """The name of a medical-image format hsynex does not read ("DICOM", "Analyze", ...) that
+    ``path`` is in, by its suffix or, for DICOM files without one, the "DICM" tag at byte 128;
+    None otherwise."""
+    path = Path(path)
+    name = path.name.lower()
+    for ext, fmt in FOREIGN_SUFFIXES.items():
+        if name.endswith(ext) or name.endswith(ext + ".gz"):
+            return fmt
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            if f.read(4) == b"DICM":
+                return "DICOM"
+    except OSError:
+        pass
+    return None
+
+
+def unsupported_file_message(path: str | os.PathLike) -> str:
+    """What to tell a user whose file hsynex cannot read."""
+    fmt = foreign_format(path)
+    reads = f"hsynex reads {', '.join(SUFFIXES)}"
+    return f"{fmt} files are not read ({CONVERT_HINT}; {reads})" if fmt else \
+        f"unsupported file type (use one of {', '.join(SUFFIXES)})"
+
+
 # --- reading -------------------------------------------------------------------------------------
 def _check_affine(affine: np.ndarray, path) -> np.ndarray:
     affine = np.asarray(affine, dtype=np.float64)
@@ -163,7 +196,7 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image") -> Volume:
     if path.is_dir():
         raise HsynexError("is a directory, not an image file", path)
     if not suffix(path):
-        raise HsynexError(f"unsupported file type (use one of {', '.join(SUFFIXES)})", path)
+        raise HsynexError(unsupported_file_message(path), path)
     img = _open_image(path)
     shape = tuple(int(n) for n in img.shape)
     while len(shape) > 3 and shape[-1] == 1:  # single frame (4-D) or NIfTI vector dims (5-D)

@@ -147,11 +147,28 @@ def test_directory_instead_of_file(tmp_path):
     assert "directory" in expect_error(folder).what
 
 
-@pytest.mark.parametrize("name", ["scan.img", "scan.txt", "scan.nii.bz2", "scan"])
+@pytest.mark.parametrize("name", ["scan.txt", "scan.nii.bz2", "scan"])
 def test_unsupported_extension(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"x" * 400)
     assert "unsupported" in expect_error(path).what
+
+
+DICOM_BYTES = b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00" * 40
+
+
+@pytest.mark.parametrize("name, content, fmt", [
+    ("scan.img", b"x" * 400, "Analyze"), ("scan.hdr", b"x" * 348, "Analyze"),
+    ("IM0001.dcm", b"x" * 400, "DICOM"), ("1.2.840.113619", DICOM_BYTES, "DICOM"),
+    ("brain.mnc", b"x" * 400, "MINC")])
+def test_other_formats_say_what_they_are_and_how_to_convert(tmp_path, name, content, fmt):
+    from mri_hsynex.io import foreign_format
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert foreign_format(path) == fmt
+    what = expect_error(path).what
+    assert what.startswith(f"{fmt} files are not read") and "mri_convert" in what
 
 
 @pytest.mark.parametrize("name", ["notes.nii.gz", "notes.nii", "notes.mgz", "notes.mgh"])

@@ -431,6 +431,16 @@ def test_batch_errors_before_work(tmp_path, models, capsys):
     empty.mkdir()
     rc, _, err = _run(["--i", empty, "--o", tmp_path / "segs", "--model", models], capsys)
     assert rc == 1 and "no scans" in err
+    # a folder of DICOM files, and one DICOM file without a suffix (not a list of scans)
+    dicom = tmp_path / "dicom"
+    dicom.mkdir()
+    (dicom / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00" * 60)
+    rc, _, err = _run(["--i", dicom, "--o", tmp_path / "segs", "--model", models], capsys)
+    assert rc == 1 and "holds DICOM files" in err and "dcm2niix" in err
+    rc, _, err = _run(["--i", dicom / "IM0001", "--o", tmp_path / "segs", "--model", models],
+                      capsys)
+    assert rc == 1 and "DICOM files are not read" in err and "list of scans" not in err
+    assert not (tmp_path / "segs").exists() or not any((tmp_path / "segs").iterdir())
     listing = tmp_path / "l.txt"
     listing.write_text(str(tmp_path / "x.nii.gz"))
     rc, _, err = _run(["--i", listing, "--o", tmp_path / "segs", "--aseg", listing,

@@ -32,12 +32,20 @@ def list_batch_inputs(path: str | os.PathLike) -> list[Path]:
     """The scans of a batch: image files of a folder (sorted), or the lines of a text file
     (blank lines and ``#`` comments skipped; relative paths are relative to the current folder).
     HsynexError when there is none."""
+    from ..io import CONVERT_HINT, foreign_format, unsupported_file_message
+
     path = Path(path)
     if path.is_dir():
-        scans = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        scans = [p for p in files if is_image_path(p)]
         if not scans:
-            raise HsynexError(f"no scans ({', '.join(IMAGE_EXTENSIONS)}) in the folder", path)
+            formats = sorted({f for f in map(foreign_format, files) if f})
+            hint = f"; it holds {' and '.join(formats)} files: {CONVERT_HINT}" if formats else ""
+            raise HsynexError(f"no scans ({', '.join(IMAGE_EXTENSIONS)}) in the folder{hint}",
+                              path)
         return scans
+    if foreign_format(path):  # e.g. a DICOM file without a suffix, taken for a list of scans
+        raise HsynexError(unsupported_file_message(path), path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
