@@ -657,7 +657,7 @@ def _cell(value: object) -> str:
 def _runtime_section(records: list[dict], opts: Options, run: dict) -> str:
     rows = []
     for engine in dict.fromkeys(r["engine"] for r in records if r["engine"] != "label map"):
-        for kind in ("grid", "real", "group", "sensitivity"):
+        for kind in ("grid", "real", "group", "sensitivity", "between", "slices"):
             sel = [r for r in records if r["engine"] == engine and r["kind"] == kind]
             secs = [r["seconds"] for r in sel if np.isfinite(r["seconds"])]
             failed = sum(1 for r in sel if r.get("failed"))
