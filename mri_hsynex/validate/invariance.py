@@ -167,9 +167,11 @@ def brainmask_variants(scan: str | os.PathLike) -> tuple[Variant, ...]:
     path = scan.parent / "brainmask.mgz"
     if not path.is_file() or path.resolve() == scan.resolve():
         return ()
-    mask, image = load_volume(path, kind="image"), load_volume(scan, kind="image")
-    if (mask.data.shape[:3] != image.data.shape[:3]
-            or not np.allclose(mask.affine, image.affine, atol=1e-3)):
+    import nibabel as nib
+
+    mask, header = load_volume(path, kind="image"), nib.load(scan)  # the scan: its header only
+    if (tuple(mask.data.shape[:3]) != tuple(header.shape[:3])
+            or not np.allclose(mask.affine, header.affine, atol=1e-3)):
         return ()
     brain = np.asarray(mask.data) > 0
     return (Variant("skull-stripped by FreeSurfer (its brainmask.mgz)", "mask cut",

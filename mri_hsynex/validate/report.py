@@ -704,8 +704,9 @@ def _method_section(run: dict) -> str:
         f"{a.bias:g}), thick-slice acquisition (Gaussian slice profile with FWHM = thickness, "
         "resampled every `thickness` mm along S for axial, A for coronal or R for sagittal, "
         "the first slice half a thickness from the edge unless a phase moves it (section 11), "
-        f"stored at that resolution with the matching affine) and Rician noise (sd {a.noise:g} of the brightest "
-        "tissue). 'random' draws every label class and tissue uniformly. Tissue means:",
+        "stored at that resolution with the matching affine) and Rician noise (sd "
+        f"{a.noise:g} of the brightest tissue). 'random' draws every label class and tissue "
+        "uniformly. Tissue means:",
         md_table(["contrast", "WM", "cortex", "deep GM", "hypothalamus", "ventral DC", "CSF"],
                  contrast_rows),
         f"Group study: {cohorts}.",
