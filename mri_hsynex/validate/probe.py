@@ -77,7 +77,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
     ``partial_volume``: whether the tool's volume ("pipeline") is the corrected one;
     ``thickness``: the scan's voxel sizes along the crop axes (for the correction's thick-slice
     handling, as the pipeline passes them); ``no_tissue``: the crop's zeroed background
-    (``pvc.filled_background``, as the pipeline passes it).
+    (``pvc.filled_background``, as the pipeline passes it), or a function of the pipeline's
+    posteriors that returns it (so that it need look only within ``pvc.background_reach``).
     """
     from ..predict.postprocess import (
         anatomical_mask,
@@ -100,6 +101,8 @@ def variant_volumes(stage1_pair: np.ndarray, stage2_pair: np.ndarray, region: np
 
     posterior = soft_volumes(pipeline, voxel_mm3)
     corrected = posterior
+    if callable(no_tissue):
+        no_tissue = no_tissue(pipeline)
     if image is not None:
         from ..predict.pvc import corrected_posteriors
 
@@ -136,7 +139,7 @@ class ProbeEngine(HsynexEngine):
         from ..io import load_volume
         from ..models.cascade import STAGE1_POSTERIOR, run_cascade
         from ..predict.canonical import canonical_input
-        from ..predict.pvc import filled_background
+        from ..predict.pvc import background_reach, filled_background
 
         t0 = time.perf_counter()
         seg = self.segmenter
@@ -151,7 +154,9 @@ class ProbeEngine(HsynexEngine):
         variants = variant_volumes(out1[..., STAGE1_POSTERIOR], out2,
                                    localisation.region_on(crop), localisation.exclude_on(crop),
                                    float(seg.stage_voxel_mm), crop_image, seg.partial_volume,
-                                   grid.voxel_mm, filled_background(data, grid, crop))
+                                   grid.voxel_mm,
+                                   lambda post: filled_background(data, grid, crop,
+                                                                  background_reach(post)))
         labels = self._labels(out2, localisation, crop)
         return Segmentation(labels, np.asarray(crop.affine, float), variants["pipeline"],
                             time.perf_counter() - t0, variants=variants)
