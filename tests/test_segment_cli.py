@@ -293,6 +293,26 @@ def test_nan_background_is_read_as_background_with_a_warning(bad, scan, models, 
     assert sidecar["input_non_finite_voxels"] == int(outside.sum())
 
 
+def test_thick_slices_get_one_warning(scan, models, capsys):
+    """A thick-slice scan (here 6 mm along one axis, 3 mm in-plane) is segmented with one
+    WARNING line about its biased volumes; with --no-pv (the posteriors' volumes) none."""
+    labels = tiny_label_map((32, 32, 32))
+    affine = tiny_affine(VOXEL_MM)
+    affine[:3, 2] *= 2.0
+    thick = _write(scan["image"].parent / "thick.nii.gz", _image(labels)[:, :, ::2], affine)
+    for extra, expected in (([], 1), (["--no-pv"], 0)):
+        rc, _, err = _run(["--i", thick, "--o", scan["out"] / "t.mgz", "--model", models, *extra],
+                          capsys)
+        assert rc == 0, err
+        warnings = [line for line in err.splitlines() if line.startswith("WARNING:")]
+        assert len(warnings) == expected
+        if expected:
+            assert warnings[0].startswith("WARNING: 6 mm slices") and str(thick) in warnings[0]
+    rc, _, err = _run(["--i", scan["image"], "--o", scan["out"] / "iso.mgz", "--model", models],
+                      capsys)
+    assert rc == 0 and "WARNING" not in err  # isotropic 3 mm voxels are not thick slices
+
+
 def _aseg_case(kind: str, scan: dict) -> Path:
     labels = tiny_label_map((32, 32, 32))
     folder = scan["image"].parent

@@ -107,11 +107,18 @@ def _run_single(args: argparse.Namespace, cmdline: str) -> int:
 
 
 def _warn_input(result) -> None:
-    """A WARNING line (stderr) for what the input had that was read in another way."""
+    """A WARNING line (stderr) for what the input had that was read in another way, and for
+    thick slices, whose volumes are biased (model card, limits)."""
     image = result.image
     if getattr(image, "non_finite", 0):
         print(f"WARNING: {image.non_finite} NaN or infinite voxels read as background (0, or "
               f"the image's lowest value if negative): {image.path}", file=sys.stderr)
+    thick = result.thick_slice_mm
+    if thick is not None:
+        print(f"WARNING: {thick:g} mm slices: partial-volume-corrected volumes of thick-slice "
+              f"scans read lower than the same head at 1 mm and move by a few % with where the "
+              f"slices fall; compare scans of one slice thickness, or use the sidecar's "
+              f"input_voxel_mm as a covariate: {image.path}", file=sys.stderr)
 
 
 def _print_qc(result) -> None:

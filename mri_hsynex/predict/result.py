@@ -219,6 +219,19 @@ class SegmentationResult:
         }
 
     @property
+    def thick_slice_mm(self) -> float | None:
+        """The slice thickness (mm) of a thick-slice scan whose volumes are partial-volume
+        corrected (one voxel axis at least 1.5 mm and 1.5 x the others, ``pvc.slab_axis``), else
+        None. Such volumes read lower than the same head at 1 mm and move with where the slices
+        fall (MODEL_CARD.md, limits)."""
+        from .pvc import slab_axis
+
+        sizes = np.asarray(self.image_grid.voxel_mm, float)
+        if self.volume_posteriors is None or slab_axis(sizes) is None:
+            return None
+        return float(sizes.max())
+
+    @property
     def volume_method(self) -> str:
         """How the soft volumes were counted (sidecar and stats header)."""
         return ("partial-volume corrected posteriors" if self.volume_posteriors is not None
