@@ -10,8 +10,7 @@ from pathlib import Path
 
 from ..constants import SIDECAR_SUFFIX
 from ..errors import HsynexError
-
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mgz", ".mgh")
+from ..io import SUFFIXES as IMAGE_EXTENSIONS  # the volume files hsynex reads and writes
 
 
 def full_suffix(path: str | os.PathLike) -> str:

@@ -284,10 +284,11 @@ def remembered_rss_mb(cache_dir: Path, fingerprints: dict[str, str], measured_mb
         stored = {}
     best = max(float(measured_mb), float(stored.get(key, 0.0)))
     if best > float(stored.get(key, 0.0)):
+        from ..io import atomic_path
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({**stored, key: best}))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({**stored, key: best}))
     return best
 
 
