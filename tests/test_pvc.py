@@ -288,6 +288,13 @@ def test_filled_background_is_the_border_connected_minimum():
     assert filled_background(data, grid, crop, reach) is None
     reach[:, :, 2] = True
     np.testing.assert_array_equal(filled_background(data, grid, crop, reach), fill)
+    # the reach may come as a function, asked for only when the crop holds some of the minimum
+    np.testing.assert_array_equal(filled_background(data, grid, crop, lambda: reach), fill)
+
+    def never():
+        raise AssertionError("reach computed for a crop without the scan's minimum")
+
+    assert filled_background(data + 1.0 + np.arange(30)[:, None, None], grid, crop, never) is None
 
 
 def test_background_beyond_reach_changes_nothing():

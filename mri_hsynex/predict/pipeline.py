@@ -104,7 +104,8 @@ class Segmenter:
             # skull-stripped scan's zeroed background is no tissue
             volume_posteriors = corrected_posteriors(
                 posteriors, crop_image, mask, thickness=grid.voxel_mm,
-                no_tissue=filled_background(data, grid, crop, background_reach(posteriors)))
+                no_tissue=filled_background(data, grid, crop,
+                                            lambda: background_reach(posteriors)))
         timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
             image=image, image_grid=native_grid, crop_grid=crop, posteriors=posteriors,

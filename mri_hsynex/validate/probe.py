@@ -155,8 +155,8 @@ class ProbeEngine(HsynexEngine):
                                    localisation.region_on(crop), localisation.exclude_on(crop),
                                    float(seg.stage_voxel_mm), crop_image, seg.partial_volume,
                                    grid.voxel_mm,
-                                   lambda post: filled_background(data, grid, crop,
-                                                                  background_reach(post)))
+                                   lambda post: filled_background(
+                                       data, grid, crop, lambda: background_reach(post)))
         labels = self._labels(out2, localisation, crop)
         return Segmentation(labels, np.asarray(crop.affine, float), variants["pipeline"],
                             time.perf_counter() - t0, variants=variants)
