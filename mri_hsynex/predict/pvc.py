@@ -146,10 +146,12 @@ def filled_background(data: np.ndarray, grid, crop,
     # under the brain to 0, 15-27 voxels from the hypothalamus), and need no labelling of the
     # whole scan (0.5 s on 256^3)
     candidates = sample_antialiased(lowest.astype(np.float32), grid, crop) > 0.5
-    if reach is not None and candidates.any():
-        candidates &= np.asarray(reach() if callable(reach) else reach, bool)
     if not candidates.any():
         return None
+    if reach is not None:
+        candidates &= np.asarray(reach() if callable(reach) else reach, bool)
+        if not candidates.any():
+            return None
     labels, _ = ndimage.label(lowest)
     border = np.concatenate([np.moveaxis(labels, axis, 0)[side].ravel()
                              for axis in range(3) for side in (0, -1)])
