@@ -23,13 +23,13 @@ The fraction may fall to -0.1 (``LOWEST_FRACTION``). Clipped at 0 (v7), the imag
 voxel without hypothalamus counted as tissue (sub-08 T1-like 1 mm: 0.21 on average for the ~430
 such voxels around the segmentation), so a loss that emptied voxels partly vanished into that
 bias: renders of three maps, paired ventricle-kind sensitivity of the worst contrast at 1 / 5 mm,
-v7 -> v8: sub-08 0.73 -> 0.79 / 0.62 -> 0.68, sub-01 0.84 -> 0.93 / 0.51 -> 0.59,
+v7 -> v9: sub-08 0.73 -> 0.79 / 0.62 -> 0.68, sub-01 0.84 -> 0.93 / 0.51 -> 0.59,
 oasis-trt-20-01 0.46 -> 0.49 / 0.48 -> 0.54. Further down the noise of single voxels weighs more
 than the bias: the whole volume's correlation with the true one across 18 maps (T1-like /
 PD-like 1 mm, two noise seeds each) was 0.88 / 0.77 at 0 and stays 0.88 / 0.73 at -0.1, but
 falls to 0.87 / 0.64 with a bound at minus half the fraction's own noise sd; and
 taking a voxel's side from a wider smoothing (so that a pure voxel's noise does not pick it)
-misreads voxels where three tissues meet (T1-like 0.88 -> 0.78). These fractions are the
+misreads voxels where three tissues meet (T1-like 0.88 -> 0.78; v8 did both, for one commit). These fractions are the
 volume's estimate only: the posteriors the tool writes are the networks'.
 
 On thick slices every voxel mixes the hypothalamus with what lies above and below it in the
@@ -68,7 +68,7 @@ WIDE_WINDOW = 15  # fallback window where the local one holds no ring voxel
 CONFIDENT = 0.9  # interior: hypothalamus posterior above this ...
 CORE_VOXELS = 2.0  # ... and deeper than this inside the segmentation (else 1 voxel, else all)
 # bump when the correction changes: the validation cache redoes hsynex's records
-VERSION = 8
+VERSION = 9
 MIN_VOXELS = 20  # fewer segmented (or interior) voxels: no correction
 # more: no correction either; not a hypothalamus (~700-1,300 voxels of the 1 mm grid) but, say,
 # untrained networks filling the crop, which leaves no neighbour ring to read
