@@ -29,8 +29,9 @@ than the bias: the whole volume's correlation with the true one across 18 maps (
 PD-like 1 mm, two noise seeds each) was 0.88 / 0.77 at 0 and stays 0.88 / 0.73 at -0.1, but
 falls to 0.87 / 0.64 with a bound at minus half the fraction's own noise sd; and
 taking a voxel's side from a wider smoothing (so that a pure voxel's noise does not pick it)
-misreads voxels where three tissues meet (T1-like 0.88 -> 0.78; v8 did both, for one commit). These fractions are the
-volume's estimate only: the posteriors the tool writes are the networks'.
+misreads voxels where three tissues meet (T1-like 0.88 -> 0.78; v8 did both, for one
+commit). These fractions are the volume's estimate only: the posteriors the tool writes are the
+networks'.
 
 On thick slices every voxel mixes the hypothalamus with what lies above and below it in the
 slice, the core included; one ``mu_h`` for the whole structure then reads that through-plane
