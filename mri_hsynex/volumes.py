@@ -14,6 +14,18 @@ from .labels import ALL_OUTPUT_ROWS, GROUPINGS, SUBUNIT_IDS, VOLUME_COLUMNS
 from .stats import StatsRow
 
 
+def channel_volumes(posteriors: np.ndarray, voxel_volume_mm3: float) -> dict[int, float]:
+    """Soft volume (mm^3) of each of 801-810 from posteriors (..., 11; channel k holds label
+    800 + k): the channel's sum x voxel volume, never below 0. The partial-volume correction's
+    fractions may fall a little below 0 (``predict.pvc.LOWEST_FRACTION``), so a subunit that
+    holds almost nothing can sum to a small negative amount; no structure has a negative
+    volume."""
+    posteriors = np.asarray(posteriors)
+    sums = posteriors.reshape(-1, posteriors.shape[-1]).sum(axis=0, dtype=np.float64)
+    return {label: max(0.0, float(sums[k]) * voxel_volume_mm3)
+            for k, label in enumerate(SUBUNIT_IDS, start=1)}
+
+
 def structure_volumes(seg: np.ndarray, posteriors: np.ndarray | None,
                       voxel_volume_mm3: float) -> dict[int, tuple[int, float]]:
     """``{label id: (NVoxels, volume mm^3)}`` for 801-810 and the groupings 811-813.
@@ -30,13 +42,10 @@ def structure_volumes(seg: np.ndarray, posteriors: np.ndarray | None,
             raise ValueError(f"posteriors of shape {posteriors.shape} do not match a "
                              f"segmentation of shape {seg.shape} with {channels} channels")
     volumes: dict[int, tuple[int, float]] = {}
-    for k, label in enumerate(SUBUNIT_IDS, start=1):
+    soft = None if posteriors is None else channel_volumes(posteriors, voxel_volume_mm3)
+    for label in SUBUNIT_IDS:
         count = int(np.count_nonzero(seg == label))
-        if posteriors is None:
-            volume = count * voxel_volume_mm3
-        else:
-            volume = float(posteriors[..., k].sum(dtype=np.float64)) * voxel_volume_mm3
-        volumes[label] = (count, volume)
+        volumes[label] = (count, count * voxel_volume_mm3 if soft is None else soft[label])
     for group, members in GROUPINGS.items():
         volumes[group] = (sum(volumes[m][0] for m in members),
                           sum(volumes[m][1] for m in members))

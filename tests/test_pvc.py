@@ -53,19 +53,9 @@ def test_volume_is_the_tissue_not_the_posterior():
     assert _volume(corrected) == pytest.approx(true.sum(), rel=0.03)
 
 
-@pytest.mark.parametrize("noise", [0.0, 0.04])
-def test_shrinkage_is_measured_with_the_same_posteriors(noise):
-    """Paired: the same posteriors (a blind network), the tissue shrunk by 20 %."""
-    post = _posteriors((7.0, 9.0, 6.0))
-    big = _ellipsoid_fraction((6.0, 8.0, 5.0))
-    small = _ellipsoid_fraction(tuple(r * 0.8 ** (1 / 3) for r in (6.0, 8.0, 5.0)))
-    v_big = _volume(corrected_posteriors(post, _image(big, noise=noise)))
-    v_small = _volume(corrected_posteriors(post, _image(small, noise=noise)))
-    sensitivity = (v_small / v_big - 1) / (small.sum() / big.sum() - 1)
-    assert 0.8 <= sensitivity <= 1.15
-
-
-def _paired_sensitivity(noise: float, neighbour: float, seed: int) -> float:
+def _paired_sensitivity(noise: float, neighbour: float = 0.3, seed: int = 0) -> float:
+    """Paired: the same posteriors (a blind network, ~1 mm too large), the tissue shrunk by
+    20 %; measured relative change over the true one."""
     post = _posteriors((7.0, 9.0, 6.0))
     big = _ellipsoid_fraction((6.0, 8.0, 5.0))
     small = _ellipsoid_fraction(tuple(r * 0.8 ** (1 / 3) for r in (6.0, 8.0, 5.0)))
@@ -74,6 +64,11 @@ def _paired_sensitivity(noise: float, neighbour: float, seed: int) -> float:
     v_small = _volume(corrected_posteriors(post, _image(small, neighbour=neighbour, noise=noise,
                                                         seed=seed)))
     return (v_small / v_big - 1) / (small.sum() / big.sum() - 1)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.04])
+def test_shrinkage_is_measured_with_the_same_posteriors(noise):
+    assert 0.8 <= _paired_sensitivity(noise) <= 1.15
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -68,6 +68,22 @@ def test_channel_k_is_label_800_plus_k():
     assert volumes[WHOLE.id] == (0, 3.0)
 
 
+def test_no_structure_has_a_negative_volume():
+    """Partial-volume-corrected channels may dip below 0 (pvc.LOWEST_FRACTION) where a subunit
+    holds almost nothing: its volume is 0, and the groupings add the subunits as reported."""
+    seg = np.zeros((4, 4, 4), np.int32)
+    post = np.zeros((4, 4, 4, 11), np.float32)
+    post[..., 0] = 1.0
+    post[0, 0, :, 2] = [-0.1, -0.1, 0.05, 0.0]  # 802 sums to -0.15 voxels
+    post[1, 1, 1, 7] = 0.8  # 807
+    post[..., 0] = 1.0 - post[..., 1:].sum(axis=-1)
+    volumes = structure_volumes(seg, post, 2.0)
+    assert volumes[802] == (0, 0.0)
+    assert volumes[807][1] == pytest.approx(1.6)
+    assert volumes[WHOLE_LEFT.id][1] == 0.0
+    assert volumes[WHOLE.id][1] == pytest.approx(1.6)
+
+
 def test_hard_volumes_without_posteriors():
     seg, _ = random_outputs(1)
     volumes = structure_volumes(seg, None, 1.5)

@@ -274,7 +274,9 @@ def corrected_posteriors(posteriors: np.ndarray, image: np.ndarray,
     """Posteriors (X, Y, Z, 11) whose subunit channels sum, at every voxel, to its tissue
     fraction (:func:`tissue_fraction`), split in the networks' proportions (those of the nearest
     segmented voxel where the networks put no mass); background takes the rest. Unchanged when
-    the fraction cannot be estimated."""
+    the fraction cannot be estimated. Where the fraction is below 0 (down to
+    ``LOWEST_FRACTION``) the subunit channels are too: these are the volume's estimate, not
+    probabilities (``volumes.channel_volumes`` keeps every structure's volume at 0 or more)."""
     from scipy import ndimage
 
     posteriors = np.asarray(posteriors, np.float32)

@@ -40,10 +40,11 @@ WHOLE_ONLY = ("stage 1", "stage 1 masked", "stage 1 hard")  # variants without s
 
 
 def soft_volumes(post: np.ndarray, voxel_mm3: float) -> dict[int, float]:
-    """Soft volume (mm^3) of 801-810 and 811-813 from channels-last posteriors (X, Y, Z, 11)."""
-    sums = post.reshape(-1, post.shape[-1]).sum(axis=0, dtype=np.float64)
-    return _with_groupings({label: float(sums[k]) * voxel_mm3
-                            for k, label in enumerate(SUBUNIT_IDS, start=1)})
+    """Soft volume (mm^3) of 801-810 and 811-813 from channels-last posteriors (X, Y, Z, 11), as
+    the tool reports them (``volumes.channel_volumes``)."""
+    from ..volumes import channel_volumes
+
+    return _with_groupings(channel_volumes(post, voxel_mm3))
 
 
 def hard_volumes(post: np.ndarray, voxel_mm3: float) -> dict[int, float]:
