@@ -13,6 +13,10 @@ from .io import atomic_path
 from .labels import ALL_OUTPUT_ROWS, GROUPINGS, SUBUNIT_IDS, VOLUME_COLUMNS
 from .stats import StatsRow
 
+# bump when soft volumes are summed differently (validation records are redone; 2: each
+# structure's volume floored at 0)
+SOFT_VOLUME_RULE = 2
+
 
 def channel_volumes(posteriors: np.ndarray, voxel_volume_mm3: float) -> dict[int, float]:
     """Soft volume (mm^3) of each of 801-810 from posteriors (..., 11; channel k holds label

@@ -361,9 +361,10 @@ def test_held_out_map_is_built_when_missing(tmp_path, monkeypatch):
     assert holdout_map_paths(opts, ("sub-08",)) == paths and len(calls) == 1  # found, not rebuilt
 
 
-def test_hsynex_cache_key_follows_the_volume_correction_and_labels(tmp_path, monkeypatch):
+def test_hsynex_cache_key_follows_the_volume_rules_and_labels(tmp_path, monkeypatch):
     """Cached hsynex records are redone when the networks or the partial-volume correction
     change, not when an unrelated file of the model folder does."""
+    from mri_hsynex import volumes
     from mri_hsynex.predict import postprocess, pvc
     from mri_hsynex.validate import study
 
@@ -375,6 +376,9 @@ def test_hsynex_cache_key_follows_the_volume_correction_and_labels(tmp_path, mon
     assert study.hsynex_fingerprint(tmp_path) != key
     key = study.hsynex_fingerprint(tmp_path)
     monkeypatch.setattr(postprocess, "LABEL_RULE", postprocess.LABEL_RULE + 1)
+    assert study.hsynex_fingerprint(tmp_path) != key
+    key = study.hsynex_fingerprint(tmp_path)
+    monkeypatch.setattr(volumes, "SOFT_VOLUME_RULE", volumes.SOFT_VOLUME_RULE + 1)
     assert study.hsynex_fingerprint(tmp_path) != key
 
 

@@ -140,13 +140,16 @@ def folder_fingerprint(folder: Path | None) -> str:
 
 def hsynex_fingerprint(folder: Path | None) -> str:
     """The model folder's fingerprint, the version of the volume correction
-    (``predict/pvc.py``), the labelling rule (``predict/postprocess.py``) and the brain check's
-    thresholds: cached hsynex records are redone when any of them changes."""
+    (``predict/pvc.py``), the labelling rule (``predict/postprocess.py``), the soft-volume rule
+    (``volumes.py``) and the brain check's thresholds: cached hsynex records are redone when any
+    of them changes."""
+    from .. import volumes
     from ..predict import brain_check
     from ..predict.postprocess import LABEL_RULE
     from ..predict.pvc import VERSION
 
     return (f"{folder_fingerprint(folder)}:pv{VERSION}:labels{LABEL_RULE}"
+            f":volumes{volumes.SOFT_VOLUME_RULE}"
             f":brain{brain_check.MIN_MUTUAL_INFORMATION:g}/{brain_check.MIN_MARGIN_OVER_NULL:g}")
 
 
