@@ -34,9 +34,9 @@ def structure_volumes(seg: np.ndarray, posteriors: np.ndarray | None,
                       voxel_volume_mm3: float) -> dict[int, tuple[int, float]]:
     """``{label id: (NVoxels, volume mm^3)}`` for 801-810 and the groupings 811-813.
 
-    NVoxels counts ``seg`` voxels; the volume is the soft volume (sum of the label's posterior
-    channel x voxel volume; channel k holds label 800 + k) or, without posteriors, the count x
-    voxel volume.
+    NVoxels counts ``seg`` voxels; the volume is the soft volume (``channel_volumes``: the sum of
+    the label's posterior channel x voxel volume, never below 0; channel k holds label 800 + k)
+    or, without posteriors, the count x voxel volume.
     """
     seg = np.asarray(seg)
     if posteriors is not None:

@@ -362,8 +362,9 @@ def test_held_out_map_is_built_when_missing(tmp_path, monkeypatch):
 
 
 def test_hsynex_cache_key_follows_the_volume_rules_and_labels(tmp_path, monkeypatch):
-    """Cached hsynex records are redone when the networks or the partial-volume correction
-    change, not when an unrelated file of the model folder does."""
+    """Cached hsynex records are redone when the networks, the partial-volume correction, the
+    labelling rule or the soft-volume rule change, not when an unrelated file of the model
+    folder does."""
     from mri_hsynex import volumes
     from mri_hsynex.predict import postprocess, pvc
     from mri_hsynex.validate import study
