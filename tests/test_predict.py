@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ from mri_hsynex.predict.outputs import (
     OutputPaths,
     StagedFiles,
     check_output_paths,
+    full_suffix,
     sidecar_path,
+    strip_suffix,
 )
 from mri_hsynex.predict.reference import build_reference, z_scores
 
@@ -458,6 +461,19 @@ def test_sidecar_path_and_output_checks(tmp_path):
         check_output_paths(OutputPaths(seg=tmp_path / "s.mgz", post=tmp_path / "s.mgz"), [])
     with pytest.raises(HsynexError, match="must end in"):
         check_output_paths(OutputPaths(seg=tmp_path / "s.txt"), [])
+    # extensions in any case, as the readers and writers take them
+    check_output_paths(OutputPaths(seg=tmp_path / "S.MGZ", post=tmp_path / "p.Nii.Gz"), [])
+
+
+@pytest.mark.parametrize("name, ext, stem", [
+    ("a/seg.nii.gz", ".nii.gz", "a/seg"), ("a/SEG.NII.GZ", ".NII.GZ", "a/SEG"),
+    ("seg.Mgz", ".Mgz", "seg"), ("x.tar.gz", ".gz", "x.tar"), ("noext", "", "noext")])
+def test_full_suffix_keeps_the_written_case(name, ext, stem):
+    from mri_hsynex.predict.batch import is_image_path
+
+    assert full_suffix(name) == ext
+    assert strip_suffix(name) == Path(stem)
+    assert is_image_path(name) == (ext.lower() in (".nii.gz", ".mgz"))
 
 
 def test_staged_files_all_or_nothing(tmp_path):

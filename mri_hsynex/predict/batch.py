@@ -8,14 +8,15 @@ from pathlib import Path
 
 from ..constants import BATCH_POST_SUFFIX, BATCH_QC_SUFFIX, BATCH_SEG_SUFFIX
 from ..errors import HsynexError
-from .outputs import IMAGE_EXTENSIONS, OutputPaths, check_writable_folder, full_suffix, strip_suffix
+from ..io import suffix
+from .outputs import IMAGE_EXTENSIONS, OutputPaths, check_writable_folder, strip_suffix
 
 BATCH_STATS_SUFFIX = ".hypothalamic_subunits.synex.stats"
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
     """Whether the name ends in an image extension (.nii, .nii.gz, .mgz, .mgh)."""
-    return full_suffix(Path(path).name.lower()) in IMAGE_EXTENSIONS
+    return bool(suffix(path))
 
 
 LIST_SUFFIXES = ("", ".txt", ".list", ".lst")

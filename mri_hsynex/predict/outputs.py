@@ -11,15 +11,15 @@ from pathlib import Path
 from ..constants import SIDECAR_SUFFIX
 from ..errors import HsynexError
 from ..io import SUFFIXES as IMAGE_EXTENSIONS  # the volume files hsynex reads and writes
+from ..io import suffix
 
 
 def full_suffix(path: str | os.PathLike) -> str:
-    """The file's extension including ``.nii.gz`` (``""`` when none)."""
+    """The file's extension as written, including ``.nii.gz`` (any case: ``io.suffix``);
+    ``""`` when none."""
     name = Path(path).name
-    for ext in IMAGE_EXTENSIONS:
-        if name.endswith(ext):
-            return ext
-    return Path(path).suffix
+    image = suffix(name)
+    return name[len(name) - len(image):] if image else Path(path).suffix
 
 
 def strip_suffix(path: str | os.PathLike) -> Path:
@@ -82,7 +82,7 @@ def check_output_paths(paths: OutputPaths, inputs: list[Path]) -> None:
         check_writable_folder(path.parent if str(path.parent) else Path("."), path)
     for name in ("seg", "post"):
         path = getattr(paths, name)
-        if path is not None and full_suffix(path) not in IMAGE_EXTENSIONS:
+        if path is not None and not suffix(path):
             raise HsynexError(f"output {name} must end in {', '.join(IMAGE_EXTENSIONS)}", path)
 
 

@@ -180,7 +180,8 @@ def filled_background(data: np.ndarray, grid, crop,
 
 def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.ndarray,
                     allowed: np.ndarray | None = None, thickness=None,
-                    no_tissue: np.ndarray | None = None) -> np.ndarray | None:
+                    no_tissue: np.ndarray | None = None,
+                    outside: np.ndarray | None = None) -> np.ndarray | None:
     """Hypothalamic tissue fraction (X, Y, Z) in [0, 1] of every voxel of the segmentation and of
     the one-voxel shell around it (0 elsewhere), or None when the segmentation is too small to
     estimate the tissue's intensity or too large to be a hypothalamus (then the posteriors
@@ -192,7 +193,8 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     mask); ``thickness``: the scan's voxel sizes (mm) along the crop axes (a thick-slice axis
     gets a per-plane tissue intensity, ``slab_axis``; None: one for the whole structure);
     ``no_tissue``: voxels that hold no tissue (``filled_background``): fraction 0, and their
-    face neighbours keep ``probability``."""
+    face neighbours keep ``probability``; ``outside``: the distance (voxels) of every voxel from
+    ``segmented`` when the caller has it (computed here otherwise)."""
     from scipy import ndimage
 
     image = np.asarray(image, np.float64)
@@ -214,7 +216,8 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     if slab is not None:  # thick slices: the core's intensity in each slice, mixing included
         mu_h = _plane_intensity(image, interior, slab[0], slab[1], mu_h)
 
-    outside = ndimage.distance_transform_edt(~segmented)
+    if outside is None:
+        outside = ndimage.distance_transform_edt(~segmented)
     ring = (outside >= RING_MM[0]) & (outside <= RING_MM[1])
     zone = outside <= 1.0  # the segmentation and its face-neighbour shell
     if allowed is not None:
@@ -282,13 +285,14 @@ def corrected_posteriors(posteriors: np.ndarray, image: np.ndarray,
     posteriors = np.asarray(posteriors, np.float32)
     probability = 1.0 - posteriors[..., 0]
     segmented = segmented_region(posteriors)
-    fraction = tissue_fraction(image, probability, segmented, allowed, thickness, no_tissue)
+    outside, nearest = ndimage.distance_transform_edt(~segmented, return_indices=True)
+    fraction = tissue_fraction(image, probability, segmented, allowed, thickness, no_tissue,
+                               outside)
     if fraction is None:
         return posteriors
     subunits = posteriors[..., 1:].astype(np.float64)
     total = subunits.sum(axis=-1)
     # proportions where the networks gave (almost) none: the nearest segmented voxel's
-    _, nearest = ndimage.distance_transform_edt(~segmented, return_indices=True)
     borrowed = subunits[tuple(nearest)]
     weak = total < 1e-3
     subunits = np.where(weak[..., None], borrowed, subunits)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import HsynexError
 from ..io import SUFFIXES as LABEL_MAP_SUFFIXES  # the label-map files the validation reads
+from ..io import atomic_path
 from ..labels import SUBUNIT_IDS, THIRD_VENTRICLE, VENTRAL_DC_IDS
 from . import anatomy, contrasts
 from .contrasts import Acquisition
@@ -238,10 +238,8 @@ class Runner:
         return None
 
     def store(self, engine: str, spec: dict, record: dict) -> dict:
-        path = self._key(engine, spec)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        with atomic_path(self._key(engine, spec)) as tmp:
+            tmp.write_text(json.dumps(record))
         return record
 
     def segment(self, engine: str, image_path: Path, aseg_path: Path | None = None,
@@ -287,8 +285,6 @@ def remembered_rss_mb(cache_dir: Path, fingerprints: dict[str, str], measured_mb
         stored = {}
     best = max(float(measured_mb), float(stored.get(key, 0.0)))
     if best > float(stored.get(key, 0.0)):
-        from ..io import atomic_path
-
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps({**stored, key: best}))
@@ -300,9 +296,8 @@ def write_image(path: Path, image: np.ndarray, affine: np.ndarray) -> Path:
     import nibabel as nib
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    nib.save(nib.Nifti1Image(image.astype(np.float32), affine), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), tmp)
     return path
 
 
@@ -592,7 +587,5 @@ def save_qc_slices(path: Path, lmap: LabelMap, image_path: Path,
             crops = {**{k: old[k] for k in old.files}, **crops}
     for engine, seg in segs.items():
         crops[engine] = coronal_crop(seg.labels, seg.affine, centre)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **crops)
-    os.replace(tmp, path)
