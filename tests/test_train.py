@@ -169,3 +169,25 @@ def test_keep_every_must_fit_the_checkpoints(tmp_path):
 
     with pytest.raises(HsynexError, match="keep_every"):
         TrainConfig.from_dict({"checkpoint_every": 50, "keep_every": 75})
+
+
+def test_pair_fraction_mixes_pairs_with_ordinary_samples():
+    """pair_fraction: that share of the steps trains on a same-seed pair, the rest on one
+    ordinary sample; 1 (the default) pairs every step, pair_weight 0 none."""
+    from mri_hsynex.errors import HsynexError
+    from mri_hsynex.train.config import TrainConfig
+    from mri_hsynex.train.trainer import Trainer
+
+    def share(**options):
+        trainer = object.__new__(Trainer)  # only the step choice, no networks or maps
+        trainer.cfg = TrainConfig.from_dict(options)
+        trainer._mix_rng = np.random.default_rng(0)
+        return np.mean([trainer._pair_step() for _ in range(4000)])
+
+    assert share(pair_weight=5.0) == 1.0
+    assert share(pair_weight=0.0, pair_fraction=0.5) == 0.0
+    assert share(pair_weight=5.0, pair_fraction=0.3) == pytest.approx(0.3, abs=0.03)
+    assert share(pair_weight=5.0, pair_fraction=0.0) == 0.0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(HsynexError, match="pair_fraction"):
+            TrainConfig.from_dict({"pair_fraction": bad})

@@ -68,6 +68,9 @@ class TrainConfig:
     stage1_ce_weight: float = 0.0  # cross-entropy beside stage 1's Dice (0: Dice + distance)
     volume_weight: float = 0.0  # soft-volume error term, both stages
     pair_weight: float = 0.0  # > 0: batches of same-seed pairs and the volume-difference term
+    # with pair_weight > 0, the share of steps that train on a same-seed pair; the others train
+    # on one ordinary sample of the generator (whose pair term is 0)
+    pair_fraction: float = 1.0
     min_volume: float = 50.0  # voxels added to true volumes in the relative volume terms
     mixed_precision: bool = False  # build the networks under the mixed_bfloat16 policy
     sensitivity_pairs: int = 0  # > 0: paired-sensitivity pairs in validation (and its score)
@@ -89,6 +92,9 @@ class TrainConfig:
             raise HsynexError(f"network must be one of {NETWORKS}, not {cfg.network!r}", source)
         if cfg.keep_every < 0 or (cfg.keep_every and cfg.keep_every % cfg.checkpoint_every):
             raise HsynexError("keep_every must be 0 or a multiple of checkpoint_every", source)
+        if not 0.0 <= cfg.pair_fraction <= 1.0:
+            raise HsynexError(f"pair_fraction must lie in [0, 1], not {cfg.pair_fraction}",
+                              source)
         if cfg.cascade_mode not in ("independent", "product"):
             raise HsynexError("cascade_mode must be 'independent' or 'product', not "
                               f"{cfg.cascade_mode!r}", source)

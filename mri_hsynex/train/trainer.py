@@ -78,6 +78,7 @@ class Trainer:
                                      fallback_center_labels=cfg.fallback_center_labels,
                                      rng_seed=seed + 7919 * step)
         self.generator = build_generator(self.gen_cfg, seed=seed + 104729 * step)
+        self._mix_rng = np.random.default_rng(seed + 61 * step)  # which steps train on a pair
         self.held_paths = held
         self.model = self._load_or_build(resume, init_dir)
         self._trim_logs(step)
@@ -173,6 +174,12 @@ class Trainer:
                                        + 104729 * self.state["step"])
             self._pair_rng = np.random.default_rng(self.seed + 31 * self.state["step"])
         return self._pairs
+
+    def _pair_step(self) -> bool:
+        """Whether this step trains on a same-seed pair (``pair_fraction`` of the steps)."""
+        c = self.cfg
+        return c.pair_weight > 0 and (c.pair_fraction >= 1.0
+                                      or self._mix_rng.random() < c.pair_fraction)
 
     def _batch(self, generator, source, pairs: bool = False) -> tuple[np.ndarray, object]:
         import keras
@@ -359,7 +366,7 @@ class Trainer:
                    desc=self.cfg.network, dynamic_ncols=True)
         t_last = time.time()
         for step in range(start + 1, total + 1):
-            x, y = self._batch(self.generator, self.source, pairs=self.cfg.pair_weight > 0)
+            x, y = self._batch(self.generator, self.source, pairs=self._pair_step())
             losses = self.model.train_on_batch(x, y, return_dict=True)
             now = time.time()
             self.state["seconds"] += now - t_last
