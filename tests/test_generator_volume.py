@@ -95,11 +95,11 @@ def _resize(labels, fraction, kind, seed=0):
 
 def test_resize_zero_fraction_is_identity():
     labels = fine_map()
-    for kind in (0, 1):
+    for kind in (0, 1, 2):
         np.testing.assert_array_equal(_resize(labels, (0.0, 0.0), kind), labels)
 
 
-@pytest.mark.parametrize("kind,neighbour", [(0, 14), (1, None)])
+@pytest.mark.parametrize("kind,neighbour", [(0, 14), (1, None), (2, None)])
 @pytest.mark.parametrize("fraction", [-0.2, -0.1, 0.1, 0.2])
 def test_resize_changes_volume_by_the_requested_amount_with_neighbours_fixed(kind, neighbour,
                                                                              fraction):
@@ -120,6 +120,45 @@ def test_resize_changes_volume_by_the_requested_amount_with_neighbours_fixed(kin
     # everything that is neither the hypothalamus nor the moving neighbour stays
     keep = ~np.isin(labels, list(LEFT) + [neighbour])
     np.testing.assert_array_equal(out[keep], labels[keep])
+
+
+def test_resize_outer_kind_erodes_every_surface_but_the_ventricle_wall():
+    """The outer kind takes what the validation's "vdc" atrophy takes: voxels on surfaces that
+    touch neither the ventral DC nor the 3rd ventricle go too, the ventricle wall stays, and
+    the lost voxels become ventral DC; the ventral-DC kind moves only its own boundary."""
+    from scipy import ndimage
+
+    labels = fine_map()
+    hyp = np.isin(labels[0], LEFT)
+    shell = hyp & ~ndimage.binary_erosion(hyp)
+    near = {lab: ndimage.binary_dilation(labels[0] == lab) for lab in (14, 28)}
+    wall, vdc_face = shell & near[14], shell & near[28]
+    free = shell & ~near[14] & ~near[28]  # e.g. facing background or the other structures
+    assert free.sum() >= 20
+    lost = {}
+    for kind in (1, 2):
+        out = _resize(labels, (-0.2, 0.0), kind)[0]
+        gone = hyp & ~np.isin(out, LEFT)
+        assert np.all(out[gone] == 28)
+        lost[kind] = gone
+    # the wall goes only where it is also near the outside (a diagonal step: chamfer distance)
+    assert (lost[2] & wall & ~vdc_face).sum() <= 0.05 * wall.sum()
+    assert (lost[2] & free).sum() >= 0.4 * free.sum()
+    assert not (lost[1] & free).any()
+
+
+def test_resize_layer_draws_the_outer_kind_only_when_asked_and_never_when_tied():
+    from mri_hsynex.generator.resize import RandomHypothalamusResize
+
+    tie = np.tile(np.array([1, 0], np.float32), 50)
+    kinds = to_np(RandomHypothalamusResize(prob=1.0, ventricle_prob=0.0, outer_prob=0.5, seed=4)
+                  .sample_parameters(100, (4, 4, 4), tie)["kind"])
+    np.testing.assert_array_equal(kinds[::2], 0)
+    assert set(kinds[1::2]) == {1, 2}
+    plain = RandomHypothalamusResize(prob=1.0, ventricle_prob=0.5, seed=4)
+    assert 2 not in set(to_np(plain.sample_parameters(100, (4, 4, 4), 0 * tie)["kind"]))
+    layer = RandomHypothalamusResize(prob=1.0, outer_prob=0.3, seed=4)
+    assert RandomHypothalamusResize.from_config(layer.get_config()).outer_prob == 0.3
 
 
 def test_resize_grown_voxels_take_the_adjacent_subunit():

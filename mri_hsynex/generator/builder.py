@@ -96,7 +96,7 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
     layers["resize"] = (RandomHypothalamusResize(
         cfg.resize_prob, cfg.resize_max_fraction, cfg.resize_ventricle_prob,
         max_steps=max(1, int(round(cfg.resize_max_mm / fine_mm))), seed=derived_seed(seed, 8),
-        name="resize") if cfg.resize_prob > 0 else None)
+        outer_prob=cfg.resize_outer_prob, name="resize") if cfg.resize_prob > 0 else None)
     layers["neighbours"] = (RandomNeighbourResize(
         cfg.neighbour_prob, max_steps=max(1, int(round(cfg.neighbour_max_mm / fine_mm))),
         seed=derived_seed(seed, 9), name="neighbours") if cfg.neighbour_prob > 0 else None)

@@ -60,6 +60,7 @@ class GeneratorConfig:
     resize_prob: float = 0.0  # probability of resizing the hypothalamus (generator/resize.py)
     resize_max_fraction: float = 0.25  # relative volume change U(-m, m) per side
     resize_ventricle_prob: float = 0.5  # ventricle kind, else ventral-DC kind (never if tied)
+    resize_outer_prob: float = 0.0  # share of the ventral-DC kind eroding all the outer surface
     resize_max_mm: float = 2.0  # how far from the boundary voxels may change, mm
     neighbour_prob: float = 0.0  # probability of resizing the neighbours (hypothalamus fixed)
     neighbour_max_mm: float = 1.0  # their boundaries move by up to this, in fine-voxel steps
@@ -154,7 +155,8 @@ class GeneratorConfig:
             setattr(self, name, value)
         for name in ("flip_prob", "morph_prob", "background_zero_prob", "background_dark_prob",
                      "prob_min_res", "prob_aniso", "resize_prob", "resize_max_fraction",
-                     "resize_ventricle_prob", "neighbour_prob", "prob_blur_only", "near_tie_prob",
+                     "resize_ventricle_prob", "resize_outer_prob", "neighbour_prob",
+                     "prob_blur_only", "near_tie_prob",
                      "low_contrast_prob", "cut_prob", "cut_corner_prob", "csf_shell_prob"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:

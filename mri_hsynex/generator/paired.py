@@ -26,10 +26,10 @@ class PairRenderer:
 
     ``render(labels, center, fractions, kind)``: labels (1, X, Y, Z) int32, centre (1, 3) input
     voxels, ``fractions`` a list of per-sample (left, right) relative volume changes (e.g.
-    ``[(0, 0), (-0.2, -0.2)]``), ``kind`` 0 (ventricle) or 1 (ventral DC; replaced by the
-    ventricle kind in tied samples unless ``respect_tie`` is False; likewise the morph), or None
-    for the kind the generator would draw. Returns the generator's outputs for the
-    len(fractions) samples, plus "fine_labels" and "tie".
+    ``[(0, 0), (-0.2, -0.2)]``), ``kind`` 0 (ventricle), 1 (ventral DC) or 2 (outer surface;
+    1 and 2 replaced by the ventricle kind in tied samples unless ``respect_tie`` is False;
+    likewise the morph), or None for the kind the generator would draw. Returns the generator's
+    outputs for the len(fractions) samples, plus "fine_labels" and "tie".
     """
 
     def __init__(self, cfg: GeneratorConfig, seed: int | None = 0):
@@ -41,7 +41,8 @@ class PairRenderer:
                 prob=1.0, max_fraction=cfg.resize_max_fraction,
                 ventricle_prob=cfg.resize_ventricle_prob,
                 max_steps=max(1, int(round(cfg.resize_max_mm / cfg.fine_voxel_mm))),
-                seed=None if seed is None else seed + 8, name="resize")
+                seed=None if seed is None else seed + 8, outer_prob=cfg.resize_outer_prob,
+                name="resize")
         self.resize = resize
         self.tie_layer = tie_layer = self.layers["tie"]
         if tie_layer is None and cfg.tie_classes:  # the tie drawn here, given to the GMM

@@ -8,6 +8,11 @@ neighbours fixed, and resize its neighbours with the hypothalamus fixed.
   closest to the ventricle to the ventricle (it widens, as in neurodegeneration); growing takes
   the ventricle voxels closest to the hypothalamus (they take the adjacent subunit).
 - *ventral-DC* kind: the boundary with the side's ventral DC (28/60) moves the same way.
+- *outer* kind: shrinking erodes the whole outer surface (every boundary but the one with the
+  3rd ventricle: ventral DC, cisterns, optic chiasm, thalamus...) and the lost voxels become the
+  side's ventral DC, as in `validate.anatomy.shrink_hypothalamus`' "vdc" atrophy; growing is
+  the ventral-DC kind's. Without it, the surfaces that do not touch the ventral DC never move in
+  training (about 40 % of what that atrophy removes from a real map).
 
 The voxels that change are the candidates (hypothalamus voxels when shrinking, neighbour voxels
 when growing) ranked by their distance (chamfer steps, ``targets`` dilation) to the other side
@@ -17,8 +22,8 @@ boundary moves in sub-voxel steps on a fine grid. A change larger than the candi
 ``max_steps`` allows is capped.
 
 In *tied* samples (hypothalamus and ventral DC with the same intensity, ``RandomGMM``'s tie),
-the ventral-DC kind would change the target with no change in the image, teaching the network to
-ignore that boundary; the layer takes the tie flag and uses the ventricle kind there.
+the ventral-DC and outer kinds would change the target with no change in the image, teaching the
+network to ignore that boundary; the layer takes the tie flag and uses the ventricle kind there.
 
 ``RandomNeighbourResize`` grows or shrinks the 3rd ventricle, the ventral DCs, the thalami and
 the optic chiasm by a random number of fine-voxel steps each, never touching the hypothalamus,
@@ -35,7 +40,7 @@ from .grid import seed_generator
 from .morph import _is_any, _propagate
 from .targets import _dilate
 
-VENTRICLE_KIND, VENTRAL_DC_KIND = 0, 1
+VENTRICLE_KIND, VENTRAL_DC_KIND, OUTER_KIND = 0, 1, 2
 SIDES = (
     (label_tables.LEFT_SUBUNIT_IDS, label_tables.LEFT_VENTRAL_DC),
     (label_tables.RIGHT_SUBUNIT_IDS, label_tables.RIGHT_VENTRAL_DC),
@@ -88,23 +93,28 @@ def select_nearest(candidates, level, count, uniform, max_steps: int):
 def resize_hypothalamus(labels, fraction, kind, uniform, max_steps: int = 6):
     """Change the volume of each hypothalamus of (B, X, Y, Z) int32 ``labels`` by ``fraction``
     (B, 2) (left, right; -0.2 = 20 % smaller) at its boundary with the 3rd ventricle
-    (``kind`` (B,) == 0) or its ventral DC (``kind`` == 1); ``uniform`` (B, X, Y, Z) in [0, 1)
-    picks the share of the last distance level. Only the hypothalamus and that neighbour change.
-    A zero fraction is the identity."""
+    (``kind`` (B,) == 0), its ventral DC (``kind`` == 1) or, shrinking, its whole outer surface
+    (``kind`` == 2: every boundary but the ventricle's; the lost voxels become ventral DC);
+    ``uniform`` (B, X, Y, Z) in [0, 1) picks the share of the last distance level. Only the
+    hypothalamus and the ventricle or ventral DC change. A zero fraction is the identity."""
     labels = ops.convert_to_tensor(labels, dtype="int32")
     fraction = ops.convert_to_tensor(fraction, dtype="float32")
-    ventricle_kind = ops.equal(ops.convert_to_tensor(kind, dtype="int32"),
-                               VENTRICLE_KIND)[:, None, None, None]
+    kind = ops.convert_to_tensor(kind, dtype="int32")[:, None, None, None]
+    ventricle_kind = ops.equal(kind, VENTRICLE_KIND)
+    outer_kind = ops.equal(kind, OUTER_KIND)
+    ventricle = ops.equal(labels, label_tables.THIRD_VENTRICLE)
     for side, (ids, vdc) in enumerate(SIDES):
         inside = _is_any(labels, ids)
         neighbour_id = ops.where(ventricle_kind, label_tables.THIRD_VENTRICLE, vdc)
         neighbour = ops.equal(labels, neighbour_id)
+        outside = ops.logical_not(ops.logical_or(inside, ventricle))
         volume = ops.sum(ops.cast(inside, "float32"), axis=(1, 2, 3))
         f = fraction[:, side]
         count = ops.round(ops.abs(f) * volume)
-        # shrink: hypothalamus voxels nearest the neighbour; grow: neighbour voxels nearest it
+        # shrink: hypothalamus voxels nearest the neighbour (outer kind: nearest anything but
+        # the ventricle); grow: neighbour voxels nearest it
         shrinking = (f < 0)[:, None, None, None]
-        source = ops.where(shrinking, neighbour, inside)
+        source = ops.where(shrinking, ops.where(outer_kind, outside, neighbour), inside)
         candidates = ops.where(shrinking, inside, neighbour)
         chosen = select_nearest(candidates, distance_levels(source, max_steps), count, uniform,
                                 max_steps)
@@ -179,16 +189,18 @@ class RandomTie(keras.layers.Layer):
 class RandomHypothalamusResize(keras.layers.Layer):
     """With probability ``prob`` per sample, change each hypothalamus' volume by U(-max_fraction,
     max_fraction) (independently per side) at its ventricle boundary (probability
-    ``ventricle_prob``, and always in tied samples) or its ventral-DC boundary. Inputs
+    ``ventricle_prob``, and always in tied samples) or else at its ventral-DC boundary or (a
+    share ``outer_prob`` of those) its whole outer surface. Inputs
     ``[labels (B, X, Y, Z) int32, tie (B,) float32]``; output labels."""
 
     def __init__(self, prob: float = 0.0, max_fraction: float = 0.25,
                  ventricle_prob: float = 0.5, max_steps: int = 6, seed: int | None = None,
-                 **kwargs):
+                 outer_prob: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.prob = float(prob)
         self.max_fraction = float(max_fraction)
         self.ventricle_prob = float(ventricle_prob)
+        self.outer_prob = float(outer_prob)
         self.max_steps = int(max_steps)
         self.seed = seed
         self.seed_generator = seed_generator(seed)
@@ -202,6 +214,10 @@ class RandomHypothalamusResize(keras.layers.Layer):
         on = uniform((batch_size, 1), 0.0, 1.0, seed=sg) < self.prob
         kind = ops.cast(uniform((batch_size,), 0.0, 1.0, seed=sg) >= self.ventricle_prob,
                         "int32")
+        if self.outer_prob > 0:  # (drawn only then: configs without it keep their samples)
+            outer = uniform((batch_size,), 0.0, 1.0, seed=sg) < self.outer_prob
+            outer = ops.logical_and(outer, ops.equal(kind, VENTRAL_DC_KIND))
+            kind = ops.where(outer, OUTER_KIND, kind)
         kind = ops.where(ops.convert_to_tensor(tie) > 0.5, VENTRICLE_KIND, kind)
         return {"fraction": ops.where(on, fraction, ops.zeros_like(fraction)), "kind": kind,
                 "uniform": uniform((batch_size, *shape), 0.0, 1.0, seed=sg)}
@@ -224,7 +240,7 @@ class RandomHypothalamusResize(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "prob": self.prob, "max_fraction": self.max_fraction,
                 "ventricle_prob": self.ventricle_prob, "max_steps": self.max_steps,
-                "seed": self.seed}
+                "seed": self.seed, "outer_prob": self.outer_prob}
 
 
 @keras.saving.register_keras_serializable(package="hsynex")
