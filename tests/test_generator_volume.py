@@ -122,18 +122,22 @@ def test_resize_changes_volume_by_the_requested_amount_with_neighbours_fixed(kin
     np.testing.assert_array_equal(out[keep], labels[keep])
 
 
-def test_resize_outer_kind_erodes_every_surface_but_the_ventricle_wall():
+@pytest.mark.parametrize("medial", [14, 806])
+def test_resize_outer_kind_erodes_every_surface_but_the_ventricle_wall(medial):
     """The outer kind takes what the validation's "vdc" atrophy takes: voxels on surfaces that
-    touch neither the ventral DC nor the 3rd ventricle go too, the ventricle wall stays, and
-    the lost voxels become ventral DC; the ventral-DC kind moves only its own boundary."""
+    touch neither the ventral DC nor the 3rd ventricle go too, the ventricle wall stays (also
+    where the other side's hypothalamus takes the ventricle's place: the sides never erode each
+    other), and the lost voxels become ventral DC; the ventral-DC kind moves only its own
+    boundary."""
     from scipy import ndimage
 
     labels = fine_map()
+    labels[labels == 14] = medial
     hyp = np.isin(labels[0], LEFT)
     shell = hyp & ~ndimage.binary_erosion(hyp)
-    near = {lab: ndimage.binary_dilation(labels[0] == lab) for lab in (14, 28)}
-    wall, vdc_face = shell & near[14], shell & near[28]
-    free = shell & ~near[14] & ~near[28]  # e.g. facing background or the other structures
+    near = {lab: ndimage.binary_dilation(labels[0] == lab) for lab in (medial, 28)}
+    wall, vdc_face = shell & near[medial], shell & near[28]
+    free = shell & ~near[medial] & ~near[28]  # facing background or the other structures
     assert free.sum() >= 20
     lost = {}
     for kind in (1, 2):

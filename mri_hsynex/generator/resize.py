@@ -102,12 +102,15 @@ def resize_hypothalamus(labels, fraction, kind, uniform, max_steps: int = 6):
     kind = ops.convert_to_tensor(kind, dtype="int32")[:, None, None, None]
     ventricle_kind = ops.equal(kind, VENTRICLE_KIND)
     outer_kind = ops.equal(kind, OUTER_KIND)
-    ventricle = ops.equal(labels, label_tables.THIRD_VENTRICLE)
+    # the outer kind's "outside": neither hypothalamus nor the ventricle (as in the validation's
+    # atrophy, where the two sides never erode each other)
+    outside = ops.logical_not(ops.logical_or(
+        _is_any(labels, label_tables.SUBUNIT_IDS),
+        ops.equal(labels, label_tables.THIRD_VENTRICLE)))
     for side, (ids, vdc) in enumerate(SIDES):
         inside = _is_any(labels, ids)
         neighbour_id = ops.where(ventricle_kind, label_tables.THIRD_VENTRICLE, vdc)
         neighbour = ops.equal(labels, neighbour_id)
-        outside = ops.logical_not(ops.logical_or(inside, ventricle))
         volume = ops.sum(ops.cast(inside, "float32"), axis=(1, 2, 3))
         f = fraction[:, side]
         count = ops.round(ops.abs(f) * volume)
