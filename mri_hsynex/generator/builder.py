@@ -55,6 +55,17 @@ def build_generator(cfg: GeneratorConfig, seed: int | None = 0):
                        name="hsynex_generator")
 
 
+def hypothalamus_resize(cfg: GeneratorConfig, prob: float, seed: int | None):
+    """``cfg``'s ``RandomHypothalamusResize`` with resize probability ``prob`` (the generator's
+    own, or 1 for the same-seed pairs of a config without random resizing)."""
+    from .resize import RandomHypothalamusResize
+
+    return RandomHypothalamusResize(
+        prob, cfg.resize_max_fraction, cfg.resize_ventricle_prob,
+        max_steps=max(1, int(round(cfg.resize_max_mm / cfg.fine_voxel_mm))), seed=seed,
+        outer_prob=cfg.resize_outer_prob, name="resize")
+
+
 def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
     """The generator's layers by step name (``None`` for a step that is off), seeded from
     ``seed``. Shared by ``build_generator`` and ``paired.render_pairs``."""
@@ -68,7 +79,7 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
     from .morph import RandomHypothalamusMorph
     from .noise import RandomRicianNoise
     from .partial_volume import PartialVolumeDistance, PoolImage, PoolLabels, SoftTargets
-    from .resize import RandomHypothalamusResize, RandomNeighbourResize, RandomTie
+    from .resize import RandomNeighbourResize, RandomTie
     from .resolution import RandomResolution
     from .spatial import RandomDeformCrop
     from .targets import HypothalamusDistance, OneHotTargets
@@ -93,10 +104,8 @@ def generator_layers(cfg: GeneratorConfig, seed: int | None = 0) -> dict:
         seed=derived_seed(seed, 6), name="morph")
     layers["tie"] = (RandomTie(cfg.tie_classes[0][2], seed=derived_seed(seed, 7), name="tie")
                      if shared_tie else None)
-    layers["resize"] = (RandomHypothalamusResize(
-        cfg.resize_prob, cfg.resize_max_fraction, cfg.resize_ventricle_prob,
-        max_steps=max(1, int(round(cfg.resize_max_mm / fine_mm))), seed=derived_seed(seed, 8),
-        outer_prob=cfg.resize_outer_prob, name="resize") if cfg.resize_prob > 0 else None)
+    layers["resize"] = (hypothalamus_resize(cfg, cfg.resize_prob, derived_seed(seed, 8))
+                        if cfg.resize_prob > 0 else None)
     layers["neighbours"] = (RandomNeighbourResize(
         cfg.neighbour_prob, max_steps=max(1, int(round(cfg.neighbour_max_mm / fine_mm))),
         seed=derived_seed(seed, 9), name="neighbours") if cfg.neighbour_prob > 0 else None)

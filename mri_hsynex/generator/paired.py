@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from keras import ops
 
-from .builder import finish_image_and_targets, generator_layers
+from .builder import finish_image_and_targets, generator_layers, hypothalamus_resize
 from .config import GeneratorConfig
-from .resize import RandomHypothalamusResize, RandomTie
+from .resize import RandomTie
 
 
 def _tiled(params: dict, n: int) -> dict:
@@ -37,12 +37,7 @@ class PairRenderer:
         self.layers = generator_layers(cfg, seed)
         resize = self.layers["resize"]
         if resize is None:  # the probe on a config without random resizing
-            resize = RandomHypothalamusResize(
-                prob=1.0, max_fraction=cfg.resize_max_fraction,
-                ventricle_prob=cfg.resize_ventricle_prob,
-                max_steps=max(1, int(round(cfg.resize_max_mm / cfg.fine_voxel_mm))),
-                seed=None if seed is None else seed + 8, outer_prob=cfg.resize_outer_prob,
-                name="resize")
+            resize = hypothalamus_resize(cfg, 1.0, None if seed is None else seed + 8)
         self.resize = resize
         self.tie_layer = tie_layer = self.layers["tie"]
         if tie_layer is None and cfg.tie_classes:  # the tie drawn here, given to the GMM
