@@ -199,7 +199,7 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
 
     image = np.asarray(image, np.float64)
     segmented = np.asarray(segmented, bool)
-    if not MIN_VOXELS <= segmented.sum() <= MAX_VOXELS:
+    if not _correctable(segmented):
         return None
     # the tissue's own intensity from the segmentation's core: the networks' segmentation does
     # not shrink with the hypothalamus, so after a loss its outer layer holds the tissue that
@@ -260,6 +260,12 @@ def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.nd
     return np.where(zone, fraction, 0.0).astype(np.float32)
 
 
+def _correctable(segmented: np.ndarray) -> bool:
+    """Whether a segmentation is large enough to estimate the tissue's intensity and small enough
+    to be a hypothalamus (``MIN_VOXELS``-``MAX_VOXELS``)."""
+    return MIN_VOXELS <= int(np.count_nonzero(segmented)) <= MAX_VOXELS
+
+
 def _neighbour_mean(image: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
     """Mean of ``image`` over the ``ring`` voxels near every voxel (local window, then a wide
     one, then the whole ring); None when the ring is empty."""
@@ -285,6 +291,8 @@ def corrected_posteriors(posteriors: np.ndarray, image: np.ndarray,
     posteriors = np.asarray(posteriors, np.float32)
     probability = 1.0 - posteriors[..., 0]
     segmented = segmented_region(posteriors)
+    if not _correctable(segmented):  # before the distance transform it would not need
+        return posteriors
     outside, nearest = ndimage.distance_transform_edt(~segmented, return_indices=True)
     fraction = tissue_fraction(image, probability, segmented, allowed, thickness, no_tissue,
                                outside)
