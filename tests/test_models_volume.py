@@ -85,6 +85,35 @@ def test_volume_losses():
     assert VolumeAwareLoss.from_config(config).get_config() == config
 
 
+def test_whole_only_samples_train_the_whole_structure_only():
+    from keras import ops
+
+    from mri_hsynex.models.losses import VolumeAwareLoss, merge_foreground
+
+    rng = np.random.default_rng(2)
+    truth = rng.dirichlet(np.ones(3), size=(2, 6, 6, 6)).astype("float32")
+    swapped = truth[..., [0, 2, 1]]  # same foreground, the two subunits exchanged
+    np.testing.assert_allclose(_np(merge_foreground(truth)), _np(merge_foreground(swapped)))
+    loss = VolumeAwareLoss(3, ce_weight=1.0, volume_weight=1.0, whole_only_flag=True)
+    flags = np.zeros((2, 6, 6, 6, 1), "float32")
+    flags[1] = 1.0  # the second sample trains the whole structure only
+    y_true = np.concatenate([truth, flags], -1)
+    on_truth = _np(loss.call(ops.convert_to_tensor(y_true), ops.convert_to_tensor(truth)))
+    on_swapped = _np(loss.call(ops.convert_to_tensor(y_true), ops.convert_to_tensor(swapped)))
+    assert on_swapped[0] > on_truth[0] + 0.1  # a subunit sample sees the swap
+    assert on_swapped[1] == pytest.approx(on_truth[1], abs=1e-5)  # a whole-only one does not
+    # an unflagged batch: the same loss as without the flag channel
+    plain = VolumeAwareLoss(3, ce_weight=1.0, volume_weight=1.0)
+    unflagged = np.concatenate([truth, np.zeros_like(flags)], -1)
+    np.testing.assert_allclose(_np(loss.call(ops.convert_to_tensor(unflagged),
+                                             ops.convert_to_tensor(swapped))),
+                               _np(plain.call(ops.convert_to_tensor(truth),
+                                              ops.convert_to_tensor(swapped))), rtol=1e-5)
+    config = loss.get_config()
+    assert config["whole_only_flag"] is True
+    assert VolumeAwareLoss.from_config(config).get_config() == config
+
+
 @pytest.mark.parametrize("mode", [None, "product"])
 def test_segmenter_honours_the_cascade_mode_of_model_json(tmp_path, mode):
     import json

@@ -191,3 +191,32 @@ def test_pair_fraction_mixes_pairs_with_ordinary_samples():
     for bad in (-0.1, 1.5):
         with pytest.raises(HsynexError, match="pair_fraction"):
             TrainConfig.from_dict({"pair_fraction": bad})
+
+
+def test_whole_only_maps_flag_their_samples(tmp_path):
+    """``whole_only_maps``: stage 2's target carries a per-sample flag (1 for the named maps'
+    samples), the validation truth does not, and the run trains and resumes with it."""
+    from mri_hsynex.cli.train import main
+    from mri_hsynex.labels import STAGE2_CLASSES
+    from mri_hsynex.train.config import TrainConfig
+    from mri_hsynex.train.trainer import Trainer
+
+    maps = _write_maps(tmp_path / "labels")
+    path = _config(tmp_path, "cascade")
+    cfg = json.loads(path.read_text())
+    cfg["whole_only_maps"] = ["sub-a"]
+    path.write_text(json.dumps(cfg))
+    trainer = Trainer(TrainConfig.from_dict(cfg), maps, tmp_path / "run")
+    image, target = trainer._batch(trainer.generator, trainer.source)
+    stage2 = target["stage2"]
+    assert stage2.shape[-1] == len(STAGE2_CLASSES) + 1
+    np.testing.assert_array_equal(stage2[..., -1], 1.0)  # sub-a is the only training map
+    assert trainer.whole_only(maps / "sub-a_labels.nii.gz")
+    assert not trainer.whole_only(maps / "sub-b_labels.nii.gz")
+    assert trainer.validation_set()["truth"].max() < len(STAGE2_CLASSES)
+    run = tmp_path / "run2"
+    args = ["--config", str(path), "--labels", str(maps), "--o", str(run), "--no-progress"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "3", "--resume"]) == 0
+    rows = list(csv.DictReader(open(run / "train_log.csv")))
+    assert len(rows) == 3 and all(np.isfinite(float(r["loss"])) for r in rows)

@@ -69,6 +69,11 @@ class DiceDistance(keras.losses.Loss):
                 "distance_max_mm": self.distance_max_mm, "distance_weight": self.distance_weight}
 
 
+def merge_foreground(y):
+    """(B, X, Y, Z, C) class maps -> (B, X, Y, Z, 2): channel 0 and the sum of the others."""
+    return ops.concatenate([y[..., :1], ops.sum(y[..., 1:], axis=-1, keepdims=True)], axis=-1)
+
+
 def soft_volume_error(y_true, y_pred, min_volume: float = 50.0):
     """Per sample, the mean over the foreground channels (1..) of |sum p - sum t| /
     (sum t + ``min_volume``): the relative error of the soft volumes (voxels), damped for
@@ -102,12 +107,18 @@ class VolumeAwareLoss(keras.losses.Loss):
     cross-entropy + ``volume_weight`` x ``soft_volume_error`` + ``pair_weight`` x
     ``pair_volume_error`` on the ``n_classes`` softmax channels (soft targets welcome), plus,
     with ``distance_weight`` > 0 (stage 1), the MSE of the tanh channel against the signed
-    distance / ``distance_max_mm`` packed as ``y_true``'s channel ``n_classes``."""
+    distance / ``distance_max_mm`` packed as ``y_true``'s channel ``n_classes``.
+
+    ``whole_only_flag`` (stage 2): ``y_true``'s channel ``n_classes`` is a per-sample flag (the
+    same value at every voxel); where it is 1 the Dice, cross-entropy and volume terms see
+    channels 1.. merged into one (``merge_foreground``): the sample trains the whole structure
+    only (``TrainConfig.whole_only_maps``)."""
 
     def __init__(self, n_classes: int = 2, dice_weight: float = 1.0, ce_weight: float = 1.0,
                  volume_weight: float = 0.0, pair_weight: float = 0.0,
                  distance_weight: float = 0.0, distance_max_mm: float = 8.0,
-                 min_volume: float = 50.0, name: str = "volume_aware", **kwargs):
+                 min_volume: float = 50.0, whole_only_flag: bool = False,
+                 name: str = "volume_aware", **kwargs):
         super().__init__(name=name, **kwargs)
         self.n_classes = int(n_classes)
         self.dice_weight = float(dice_weight)
@@ -117,13 +128,23 @@ class VolumeAwareLoss(keras.losses.Loss):
         self.distance_weight = float(distance_weight)
         self.distance_max_mm = float(distance_max_mm)
         self.min_volume = float(min_volume)
+        self.whole_only_flag = bool(whole_only_flag)
+
+    def _per_class(self, t, p):
+        """The terms that look at each channel: Dice, cross-entropy, soft volumes."""
+        loss = self.dice_weight * soft_dice_loss(t, p) + self.ce_weight * cross_entropy(t, p)
+        if self.volume_weight:
+            loss = loss + self.volume_weight * soft_volume_error(t, p, self.min_volume)
+        return loss
 
     def call(self, y_true, y_pred):
         k = self.n_classes
         t, p = y_true[..., :k], ops.cast(y_pred[..., :k], "float32")
-        loss = self.dice_weight * soft_dice_loss(t, p) + self.ce_weight * cross_entropy(t, p)
-        if self.volume_weight:
-            loss = loss + self.volume_weight * soft_volume_error(t, p, self.min_volume)
+        loss = self._per_class(t, p)
+        if self.whole_only_flag:  # flagged samples: background vs the rest
+            flag = ops.cast(y_true[:, 0, 0, 0, k], "float32")
+            merged = self._per_class(merge_foreground(t), merge_foreground(p))
+            loss = flag * merged + (1.0 - flag) * loss
         if self.pair_weight:
             loss = loss + self.pair_weight * pair_volume_error(t, p, self.min_volume)
         if self.distance_weight:
@@ -138,7 +159,8 @@ class VolumeAwareLoss(keras.losses.Loss):
                 "dice_weight": self.dice_weight, "ce_weight": self.ce_weight,
                 "volume_weight": self.volume_weight, "pair_weight": self.pair_weight,
                 "distance_weight": self.distance_weight,
-                "distance_max_mm": self.distance_max_mm, "min_volume": self.min_volume}
+                "distance_max_mm": self.distance_max_mm, "min_volume": self.min_volume,
+                "whole_only_flag": self.whole_only_flag}
 
 
 def dice_per_class(y_true, y_pred_labels, n_classes: int):

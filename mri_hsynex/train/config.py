@@ -75,6 +75,11 @@ class TrainConfig:
     mixed_precision: bool = False  # build the networks under the mixed_bfloat16 policy
     sensitivity_pairs: int = 0  # > 0: paired-sensitivity pairs in validation (and its score)
     sensitivity_score_weight: float = 0.5  # score = subunit Dice + w x min(sensitivity, 1)
+    # substrings of label-map file names whose subunits train only the whole hypothalamus: stage
+    # 2's Dice and cross-entropy on those maps' samples see the ten subunit channels merged into
+    # one (maps whose subunits were transferred by registration, not painted by the teacher:
+    # their outline is anchored to the map's own anatomy, their inner borders are a vote)
+    whole_only_maps: list = field(default_factory=list)
     jit_compile: bool = False
     notes: str = ""
 

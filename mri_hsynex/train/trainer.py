@@ -87,7 +87,7 @@ class Trainer:
     # --- model -----------------------------------------------------------------------------------
     def _uses_volume_losses(self) -> bool:
         c = self.cfg
-        return bool(c.stage1_ce_weight or c.volume_weight or c.pair_weight)
+        return bool(c.stage1_ce_weight or c.volume_weight or c.pair_weight or c.whole_only_maps)
 
     def _losses(self):
         from ..models.losses import DiceCrossEntropy, DiceDistance, VolumeAwareLoss
@@ -103,7 +103,8 @@ class Trainer:
                                                 c.pair_weight, c.distance_weight,
                                                 self.gen_cfg.distance_max_mm, c.min_volume),
                       "stage2": VolumeAwareLoss(11, 1.0, c.ce_weight, c.volume_weight,
-                                                c.pair_weight, 0.0, min_volume=c.min_volume)}
+                                                c.pair_weight, 0.0, min_volume=c.min_volume,
+                                                whole_only_flag=bool(c.whole_only_maps))}
         if c.network == "stage1":
             del losses["stage2"]
         return losses
@@ -184,7 +185,8 @@ class Trainer:
     def _batch(self, generator, source, pairs: bool = False) -> tuple[np.ndarray, object]:
         import keras
 
-        labels, center = source.sample()  # the block of the map the generator can reach
+        index = source.sample_index()
+        labels, center = source.get(index)  # the block of the map the generator can reach
         if pairs:  # two samples, identical but for the hypothalamus' size
             renderer = self._pair_renderer()
             m = self.gen_cfg.resize_max_fraction
@@ -201,7 +203,15 @@ class Trainer:
         stage1 = np.concatenate([background, 1.0 - background, distance], axis=-1)
         if self.cfg.network == "stage1":
             return image, {"stage1": stage1}
+        if self.cfg.whole_only_maps:  # the per-sample flag the stage-2 loss reads
+            flag = float(self.whole_only(source.paths[index]))
+            target = np.concatenate([target, np.full(target.shape[:-1] + (1,), flag,
+                                                     np.float32)], axis=-1)
         return image, {"stage1": stage1, "stage2": target}
+
+    def whole_only(self, path: Path) -> bool:
+        """Whether the map at ``path`` trains only the whole hypothalamus (``whole_only_maps``)."""
+        return any(s in Path(path).name for s in self.cfg.whole_only_maps)
 
     def validation_set(self) -> dict[str, np.ndarray]:
         """The fixed validation images (made once, from the held-out maps, with a fixed seed)."""
@@ -221,7 +231,7 @@ class Trainer:
             if self.cfg.network == "localiser":
                 truth = target
             elif self.cfg.network == "cascade":
-                truth = target["stage2"]
+                truth = target["stage2"][..., :len(STAGE2_CLASSES)]  # no whole-only flag
             else:  # stage 1 alone: background / hypothalamus
                 truth = target["stage1"][..., :2]
             images.append(image[0])
