@@ -39,8 +39,11 @@ bench: install
 # build/labels_mb (`mri_hsynex build-labels --mindboggle ... --o build/labels_mb --transfer-from
 # ...`, docs/training_data.md), when present, gives those scans a second reference (their label
 # maps' subunits) beside the teacher, which fails on most of them.
+# build/labels/transferred (`build-labels --sd ... --transfer`: the SynthSeg maps with subunits
+# voted from the subjects' maps; never used for training) adds 17 maps to the between-subject
+# section; a folder that is not there is skipped.
 VALIDATE_FLAGS ?= --real-extra oasis-trt-20 --real-reference build/labels_mb \
-	--between-maps build/labels_mb
+	--between-maps build/labels_mb build/labels/transferred
 
 validate: install
 	KERAS_BACKEND=torch $(BIN)/mri_hsynex validate --o docs $(VALIDATE_FLAGS)
