@@ -76,9 +76,9 @@ class TrainConfig:
     sensitivity_pairs: int = 0  # > 0: paired-sensitivity pairs in validation (and its score)
     sensitivity_score_weight: float = 0.5  # score = subunit Dice + w x min(sensitivity, 1)
     # substrings of label-map file names whose subunits train only the whole hypothalamus: stage
-    # 2's Dice and cross-entropy on those maps' samples see the ten subunit channels merged into
-    # one (maps whose subunits were transferred by registration, not painted by the teacher:
-    # their outline is anchored to the map's own anatomy, their inner borders are a vote)
+    # 2's Dice, cross-entropy and soft-volume terms on those maps' samples see the ten subunit
+    # channels merged into one (maps whose subunits were transferred by registration, not
+    # painted by the teacher: their inner borders are a vote); the pair term is whole already
     whole_only_maps: list = field(default_factory=list)
     jit_compile: bool = False
     notes: str = ""
