@@ -15,6 +15,13 @@ from ..io import SUFFIXES as LABEL_SUFFIXES  # the volume files hsynex reads
 from .config import GeneratorConfig
 
 
+def named_by(path: str | os.PathLike, strings) -> bool:
+    """Whether the file name of ``path`` contains one of ``strings`` (how a training config
+    names maps: ``holdout``, ``whole_only_maps``)."""
+    name = Path(path).name
+    return any(s in name for s in strings)
+
+
 def list_label_maps(path: str | os.PathLike) -> list[Path]:
     """``path`` itself if it is a file, else the label-map files (.nii, .nii.gz, .mgz, .mgh) in
     the folder ``path``, sorted. An error if there are none."""

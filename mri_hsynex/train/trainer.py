@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HsynexError
-from ..generator.data import list_label_maps
+from ..generator.data import list_label_maps, named_by
 from ..io import atomic_path
 from ..labels import LOCALISER_CLASS_NAMES, STAGE2_CLASSES
 from .config import KEPT_DIR, TrainConfig, kept_name
@@ -48,7 +48,7 @@ def with_labels(paths: list[Path], required: list[int]) -> list[Path]:
 
 def split_holdout(paths: list[Path], holdout: list[str]) -> tuple[list[Path], list[Path]]:
     """(training maps, held-out maps): a map is held out if its name contains a holdout string."""
-    held = [p for p in paths if any(h in p.name for h in holdout)]
+    held = [p for p in paths if named_by(p, holdout)]
     train = [p for p in paths if p not in held]
     if not train:
         raise HsynexError("every label map is held out; nothing left to train on", paths[0].parent)
@@ -211,7 +211,7 @@ class Trainer:
 
     def whole_only(self, path: Path) -> bool:
         """Whether the map at ``path`` trains only the whole hypothalamus (``whole_only_maps``)."""
-        return any(s in Path(path).name for s in self.cfg.whole_only_maps)
+        return named_by(path, self.cfg.whole_only_maps)
 
     def validation_set(self) -> dict[str, np.ndarray]:
         """The fixed validation images (made once, from the held-out maps, with a fixed seed)."""

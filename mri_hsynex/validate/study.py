@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HsynexError
+from ..generator.data import named_by
 from ..io import SUFFIXES as LABEL_MAP_SUFFIXES  # the label-map files the validation reads
 from ..io import atomic_path
 from ..labels import SUBUNIT_IDS, THIRD_VENTRICLE, VENTRAL_DC_IDS
@@ -158,7 +159,7 @@ def find_holdout_maps(labels_dir: Path, holdout: tuple[str, ...]) -> list[Path]:
     if not Path(labels_dir).is_dir():
         raise HsynexError("label-map folder not found", labels_dir)
     maps = sorted(p for p in Path(labels_dir).iterdir()
-                  if p.name.endswith(LABEL_MAP_SUFFIXES) and any(h in p.name for h in holdout))
+                  if p.name.endswith(LABEL_MAP_SUFFIXES) and named_by(p, holdout))
     if not maps:
         raise HsynexError(f"no held-out label map (name containing {' or '.join(holdout)}) in",
                           labels_dir)
