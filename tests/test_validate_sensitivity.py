@@ -256,6 +256,46 @@ def test_between_subject_fit_skips_implausible_teacher_volumes():
     assert "implausible on 1 of 5" in text and "| s4 |" in text
 
 
+def test_masked_share_reads_the_scan_in_world_space(tmp_path):
+    """The share of a label map's hypothalamus where the scan's brain mask removed the tissue
+    (its border-connected minimum), on a scan stored in another axis order and grid; enclosed
+    zeros (a nulled ventricle) are tissue; the section names the masked scans."""
+    import nibabel as nib
+
+    from mri_hsynex.validate import volume_report
+    from mri_hsynex.validate.report import masked_share
+
+    labels = np.zeros((20, 20, 20), np.int32)
+    labels[8:12, 8:12, 8:12] = 801  # 64 voxels
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-10.0, -10.0, -10.0)
+    scan = np.full((20, 20, 20), 50.0, np.float32)
+    scan[:, :, :9] = 0.0  # the mask cuts the lowest slice of the hypothalamus (z = 8)
+    scan[9, 9, 10] = 0.0  # an enclosed zero: tissue
+    # the scan stored with its first two axes swapped and the second flipped (same world)
+    swap = np.array([[0.0, 1.0, 0.0, -10.0], [-1.0, 0.0, 0.0, 9.0], [0.0, 0.0, 1.0, -10.0],
+                     [0.0, 0.0, 0.0, 1.0]])
+    stored = np.flip(np.transpose(scan, (1, 0, 2)), axis=0)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(stored), swap), path)
+    np.testing.assert_allclose(swap @ [19, 0, 0, 1], affine @ [0, 0, 0, 1])  # same world
+    assert masked_share(labels, affine, path) == pytest.approx(16 / 64)
+    assert masked_share(np.zeros_like(labels), affine, path) is None
+
+    def real(subject, variant, whole, **extra):
+        return {"kind": "real", "subject": subject, "variant": variant,
+                "volumes": {"813": whole, "811": whole / 2, "812": whole / 2}, **extra}
+
+    records = [real("a", "teacher", 800), real("a", "hsynex", 820),
+               real("a", "label map", 790, masked=0.25),
+               real("b", "teacher", 900), real("b", "hsynex", 880),
+               real("b", "label map", 910, masked=0.0)]
+    text = volume_report.between_subject_section(records)
+    assert "| hypothalamus masked in the scan |" in text and "| 25% |" in text
+    assert "On 1 of 2 scans it is 5% or more (25%–25%)" in text
+    assert "masked in the scan" not in volume_report.between_subject_section(records[:2])
+
+
 def test_demo_target_reads_the_ratio_and_where_the_volumes_differ():
     """make demo's target: met only with ten subunits, no QC flag and 0.8-1.2 x the teacher's
     whole volume; the note splits the difference into the inferior subunits and the others."""

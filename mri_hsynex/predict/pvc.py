@@ -150,8 +150,6 @@ def filled_background(data: np.ndarray, grid, crop,
     sampled onto the crop; None where the crop has none (most scans), or none within ``reach``
     (crop voxels, e.g. ``background_reach``: the fill elsewhere would change nothing; or a
     function returning them, called only when some of the scan's minimum lies in the crop)."""
-    from scipy import ndimage
-
     from .grid import sample_antialiased
 
     data = np.asarray(data)
@@ -167,15 +165,27 @@ def filled_background(data: np.ndarray, grid, crop,
         candidates &= np.asarray(reach() if callable(reach) else reach, bool)
         if not candidates.any():
             return None
+    fill = border_minimum(data, lowest)
+    if not fill.any():
+        return None
+    on_crop = sample_antialiased(fill.astype(np.float32), grid, crop) > 0.5
+    return on_crop if on_crop.any() else None
+
+
+def border_minimum(data: np.ndarray, lowest: np.ndarray | None = None) -> np.ndarray:
+    """The voxels of ``data`` that hold its minimum value in regions connected to its border
+    (``lowest``: the minimum's voxels when the caller has them): where a skull-stripping or
+    defacing mask removed the tissue."""
+    from scipy import ndimage
+
+    data = np.asarray(data)
+    if lowest is None:
+        lowest = data <= data.min()
     labels, _ = ndimage.label(lowest)
     border = np.concatenate([np.moveaxis(labels, axis, 0)[side].ravel()
                              for axis in range(3) for side in (0, -1)])
     border = np.unique(border[border > 0])
-    if not border.size:
-        return None
-    fill = np.isin(labels, border).astype(np.float32)
-    on_crop = sample_antialiased(fill, grid, crop) > 0.5
-    return on_crop if on_crop.any() else None
+    return np.isin(labels, border) if border.size else np.zeros(data.shape, bool)
 
 
 def tissue_fraction(image: np.ndarray, probability: np.ndarray, segmented: np.ndarray,

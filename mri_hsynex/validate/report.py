@@ -210,7 +210,7 @@ def _issue8_records(opts: Options, runner: study.Runner, maps: list, design: stu
     for name, image, aseg in real_subjects(opts, holdout):
         reference = next((m for m in maps if name in m.name), None)
         records += study.run_real(runner, name, image, aseg, reference, design.real_teacher)
-        records += _label_map_reference(opts, name, maps)
+        records += _label_map_reference(opts, name, maps, image)
     for lmap in maps[:1]:  # one held-out map carries the group study
         for cohort in design.cohorts:
             records += study.run_cohort(runner, lmap, cohort)
@@ -230,9 +230,12 @@ def _between_records(opts: Options, runner: study.Runner, maps: list) -> list[di
     return records
 
 
-def _label_map_reference(opts: Options, name: str, maps: list) -> list[dict]:
+def _label_map_reference(opts: Options, name: str, maps: list,
+                         scan: Path | None = None) -> list[dict]:
     """A ``real`` record (variant ``label map``) with the subunit volumes of the subject's own
-    label map, when one is found (held-out maps, the label folder, ``real_reference_dirs``)."""
+    label map, when one is found (held-out maps, the label folder, ``real_reference_dirs``);
+    with the subject's ``scan``, also the share of the map's hypothalamus that the scan holds
+    as masked out (``masked_share``)."""
     from .anatomy import label_volumes
 
     folders = [Path(opts.labels_dir), Path(opts.cache_dir) / "labels",
@@ -247,9 +250,30 @@ def _label_map_reference(opts: Options, name: str, maps: list) -> list[dict]:
     image = nib.load(path)
     labels = np.rint(np.asarray(image.dataobj)).astype(np.int32)
     volumes = label_volumes(labels, float(abs(np.linalg.det(image.affine[:3, :3]))))
+    masked = masked_share(labels, image.affine, scan) if scan is not None else None
     return [{"kind": "real", "subject": name, "engine": "label map", "variant": "label map",
              "path": str(path), "volumes": {str(k): v for k, v in volumes.items()},
-             "seconds": float("nan"), "failed": None}]
+             "masked": masked, "seconds": float("nan"), "failed": None}]
+
+
+def masked_share(labels: np.ndarray, affine: np.ndarray, scan: Path) -> float | None:
+    """The share of the hypothalamus (801-810) of ``labels`` (on ``affine``'s grid) where the
+    ``scan`` holds its minimum value connected to its border, i.e. where a brain mask removed
+    the tissue (the Mindboggle T1s zero 7-41 % of their subjects' hypothalamus, and the 3rd
+    ventricle's CSF); sampled in world coordinates. None without a hypothalamus."""
+    from ..io import load_volume
+    from ..labels import SUBUNIT_IDS
+    from ..predict.grid import Grid, sample
+    from ..predict.pvc import border_minimum
+
+    hypothalamus = np.isin(labels, SUBUNIT_IDS)
+    if not hypothalamus.any():
+        return None
+    volume = load_volume(scan)
+    removed = border_minimum(np.asarray(volume.data))
+    on_map = sample(removed.astype(np.uint8), Grid(removed.shape, np.asarray(volume.affine)),
+                    Grid(labels.shape, np.asarray(affine, float)), order=0)
+    return float(np.mean(on_map[hypothalamus] > 0))
 
 
 def real_subjects(opts: Options, holdout: tuple[str, ...]) -> list[tuple[str, Path, Path | None]]:

@@ -33,6 +33,8 @@ REAL_ENGINES = ("hsynex", "hsynex+aseg")
 PLAUSIBLE_MM3 = (600.0, 1400.0)  # whole hypothalamus: the range build-labels' check accepts
 INFERIOR = (801, 804, 806, 809)  # anterior-inferior and tubular-inferior, both sides
 DEMO_RATIO = (0.8, 1.2)  # make demo's whole volume against the teacher's on the same image
+# section 8: a scan whose mask removed this share of the label map's hypothalamus or more is named
+MASKED_NOTE = 0.05
 
 
 def _pct(value: float) -> str:
@@ -454,6 +456,10 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
                 if any(r["variant"] == v for r in real)]
     headers = ["subject"] + [f"{v} {SHORT_NAMES[lab]}" for v in variants
                              for lab in (813, 811, 812)] + ["teacher plausible"]
+    masked = {r["subject"]: r["masked"] for r in real
+              if r["variant"] == "label map" and r.get("masked") is not None}
+    if masked:
+        headers.append("hypothalamus masked in the scan")
     rows = []
     implausible = []
     for name in names:
@@ -466,7 +472,10 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
         ok = teacher is not None and teacher_plausible(teacher["volumes"]["813"])
         if teacher is not None and not ok:
             implausible.append(teacher["volumes"]["813"])
-        rows.append(row + ["yes" if ok else "no" if teacher else "–"])
+        row.append("yes" if ok else "no" if teacher else "–")
+        if masked:
+            row.append(f"{masked[name]:.0%}" if name in masked else "–")
+        rows.append(row)
     fits = []
     for reference in ("teacher", "label map"):
         for v in REAL_ENGINES:
@@ -503,6 +512,16 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
                      + (" (The Mindboggle T1s are skull-stripped and not intensity-normalised by "
                         "FreeSurfer, unlike the T1.mgz the teacher was made for.)"
                         if any(n.startswith("oasis") for n in names) else ""))
+    cut = {name: share for name, share in masked.items() if share >= MASKED_NOTE}
+    if cut:
+        parts.append(
+            f"'hypothalamus masked in the scan': the share of the label map's hypothalamus where "
+            "the scan holds its border-connected minimum (a brain mask removed the tissue). On "
+            f"{len(cut)} of {len(masked)} scans it is {MASKED_NOTE:.0%} or more "
+            f"({min(cut.values()):.0%}–{max(cut.values()):.0%}): there the hypothalamus is "
+            "partly absent from the image, so no method that reads the scan (the teacher, "
+            "hsynex) can measure its whole volume, and these scans do not test whether a volume "
+            "follows the anatomy.")
     return "\n\n".join(p for p in parts if p)
 
 
