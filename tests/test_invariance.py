@@ -428,6 +428,35 @@ def test_real_scan_brain_mask_cut_keeps_the_volume(shipped, real_scan, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.realdata
+def test_real_scan_mask_through_the_hypothalamus_raises_the_qc_flag(shipped, real_scan,
+                                                                     tmp_path):
+    """A brain mask that cuts through the hypothalamus (as the Mindboggle OASIS T1s' masks do)
+    removes tissue no reader of the scan can measure: QC says so, with the share; the scan as
+    given (and a cut under the structure, above) holds no tissue-free voxel in the segmentation."""
+    import nibabel as nib
+
+    from mri_hsynex.io import voxel_to_world
+    from mri_hsynex.predict.result import MAX_MASKED
+
+    whole = shipped.segment(real_scan, resample="model")
+    assert whole.qc["masked_share"] == 0.0
+    assert not any("no tissue" in r for r in whole.qc["qc_reasons"])
+    seg_world = voxel_to_world(whole.crop_grid.affine, np.argwhere(whole.model_seg > 0))
+    z_low, z_high = seg_world[:, 2].min(), seg_world[:, 2].max()
+    scan = load_volume(real_scan)
+    ijk = np.indices(scan.shape).reshape(3, -1).T
+    z = voxel_to_world(np.asarray(scan.affine, float), ijk)[:, 2].reshape(scan.shape)
+    cut = np.where(z < z_low + 0.3 * (z_high - z_low), 0.0, np.asarray(scan.data, np.float32))
+    path = tmp_path / "cut_through.nii.gz"
+    nib.save(nib.Nifti1Image(cut.astype(np.float32), np.asarray(scan.affine, float)), path)
+    result = shipped.segment(path, resample="model")
+    assert result.qc["masked_share"] >= MAX_MASKED
+    assert result.qc["qc_flag"]
+    assert any("the scan holds no tissue" in r for r in result.qc["qc_reasons"])
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_real_scan_partial_field_of_view_keeps_the_volume(shipped, real_scan, tmp_path):
     """A scan that covers only a slab around the hypothalamus: the localiser puts the ventral DC
     at the slab's edge; the networks' structure must be kept whole (before the region-agreement

@@ -402,6 +402,23 @@ def test_volumes_soft_and_hard():
                              resample="model", networks=None, backend="none")
     assert far.qc["region_agreement"] < 0.5
     assert any("ventral DC found (localiser) holds only" in r for r in far.qc["qc_reasons"])
+    # a brain mask in contact with the segmentation: flagged from 5 %, share kept
+    assert result.qc["masked_share"] == 0.0
+    no_tissue = np.zeros(grid.shape, bool)
+    no_tissue[2, :, :2] = True  # next to 20 of the 200 segmented voxels (x = 1, z < 2)
+    cut = SegmentationResult(image=None, image_grid=grid, crop_grid=grid, posteriors=post,
+                             stage1=post[..., 1], localisation=loc, resample="model",
+                             networks=None, backend="none", no_tissue=no_tissue)
+    assert cut.qc["masked_share"] == pytest.approx(0.1)
+    assert any(r.startswith("10% of the segmentation lies in or next to voxels where the scan "
+                            "holds no tissue") for r in cut.qc["qc_reasons"])
+    no_tissue[:] = False
+    no_tissue[3:, :, :] = True  # a mask's margin: one voxel of tissue between, no contact
+    edge = SegmentationResult(image=None, image_grid=grid, crop_grid=grid, posteriors=post,
+                              stage1=post[..., 1], localisation=loc, resample="model",
+                              networks=None, backend="none", no_tissue=no_tissue)
+    assert edge.qc["masked_share"] == 0.0
+    assert not any("no tissue" in r for r in edge.qc["qc_reasons"])
 
 
 def test_z_limit_is_the_references_prediction_limit():

@@ -95,24 +95,24 @@ class Segmenter:
         # 3rd ventricle (the hypothalamus lines it, never fills it)
         posteriors, mask = clean_posteriors(posteriors, localisation.region_on(crop),
                                             localisation.exclude_on(crop), crop.voxel_mm)
+        from .pvc import background_reach, corrected_posteriors, filled_background
+
+        # a skull-stripped scan's zeroed background is no tissue (QC: where it cuts into the
+        # segmentation)
+        no_tissue = filled_background(data, grid, crop, lambda: background_reach(posteriors))
         volume_posteriors = None
         if self.partial_volume:  # volumes from the image's own partial volume (predict/pvc.py)
-            from .pvc import background_reach, corrected_posteriors, filled_background
-
             # the crop's axes follow the scan's (canonical) voxel axes: their voxel sizes tell
-            # the correction which axis, if any, was acquired with thick slices; a
-            # skull-stripped scan's zeroed background is no tissue
+            # the correction which axis, if any, was acquired with thick slices
             volume_posteriors = corrected_posteriors(
-                posteriors, crop_image, mask, thickness=grid.voxel_mm,
-                no_tissue=filled_background(data, grid, crop,
-                                            lambda: background_reach(posteriors)))
+                posteriors, crop_image, mask, thickness=grid.voxel_mm, no_tissue=no_tissue)
         timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
             image=image, image_grid=native_grid, crop_grid=crop, posteriors=posteriors,
             stage1=stage1, localisation=localisation, resample=resample,
             networks=self.networks, backend=self.backend, timings=timings,
             aseg_path=None if aseg_path is None else Path(aseg_path),
-            volume_posteriors=volume_posteriors,
+            volume_posteriors=volume_posteriors, no_tissue=no_tissue,
         )
 
     def crop_input(self, data: np.ndarray, grid: Grid,

@@ -25,6 +25,12 @@ from .postprocess import MIN_REGION_AGREEMENT, dilate, hard_channels, region_agr
 CHANNEL_LABELS = np.array((0,) + SUBUNIT_IDS, dtype=np.int32)  # channel -> label id
 ROW_NAMES = {row.id: row.name for row in ALL_OUTPUT_ROWS}
 MIN_CONFIDENCE = 0.7  # mean max posterior inside the structure below this: low confidence
+# share of the segmentation in or next to (one voxel) voxels where the scan holds no tissue (its
+# border-connected minimum: a brain mask removed it) from which QC flags the scan. Measured: the
+# Mindboggle OASIS T1s, whose masks remove 7-41 % of their subjects' hypothalamus, 0.12-0.34;
+# sub-08's T1 zeroed under a plane through its hypothalamus 0.07-0.11, at its lowest point 0.04,
+# 2 mm under it 0; renders stripped with a one-voxel margin 0-0.015 (docs/segment.md)
+MAX_MASKED = 0.05
 QC_ZOOM_MM = 40.0
 
 
@@ -46,6 +52,9 @@ class SegmentationResult:
     # posteriors the volumes are summed from when they differ from ``posteriors`` (partial-volume
     # correction, predict/pvc.py); None: the posteriors themselves
     volume_posteriors: np.ndarray | None = None
+    # crop voxels (model grid) where the scan holds no tissue (``pvc.filled_background``: a
+    # skull-stripping mask's zeros); None: none near the segmentation
+    no_tissue: np.ndarray | None = None
 
     # --- grids and arrays ------------------------------------------------------------------
     @property
@@ -157,6 +166,19 @@ class SegmentationResult:
         return region_agreement(self.model_seg > 0, near)
 
     @cached_property
+    def masked_share(self) -> float:
+        """Share of the segmentation (model grid) in or face-adjacent to the crop voxels where
+        the scan holds no tissue (``no_tissue``); 0 where there are none. The networks often
+        leave the zeros out, so the contact, not the overlap, tells a mask that cut the
+        structure."""
+        from scipy import ndimage
+
+        inside = self.model_seg > 0
+        if self.no_tissue is None or not inside.any():
+            return 0.0
+        return float(ndimage.binary_dilation(self.no_tissue)[inside].mean())
+
+    @cached_property
     def qc(self) -> dict:
         """QC metrics and flag: mean max posterior inside the structure (model grid), volume
         z-scores against the reference, reasons for ``qc_flag``."""
@@ -175,6 +197,11 @@ class SegmentationResult:
         if confidence < MIN_CONFIDENCE:
             reasons.append(f"low confidence: mean max posterior {confidence:.2f} "
                            f"< {MIN_CONFIDENCE}")
+        masked = self.masked_share
+        if masked >= MAX_MASKED:
+            reasons.append(f"{masked:.0%} of the segmentation lies in or next to voxels where "
+                           "the scan holds no tissue (a brain mask that cuts into or ends at the "
+                           "hypothalamus?): the volume counts only what the scan shows")
         agreement = self.region_agreement
         if agreement < MIN_REGION_AGREEMENT:
             reasons.append(f"the ventral DC found ({self.localisation.method}) holds only "
@@ -182,6 +209,7 @@ class SegmentationResult:
                            f"that ends near the hypothalamus?)")
         return {"mean_max_posterior": round(confidence, 4),
                 "region_agreement": round(agreement, 4),
+                "masked_share": round(masked, 4),
                 "z_scores": {ROW_NAMES[k]: round(v, 2) for k, v in z.items()},
                 "z_limit": round(limit, 2), "min_confidence": MIN_CONFIDENCE,
                 "reference": reference.get("provenance", ""),
