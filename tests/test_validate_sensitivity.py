@@ -293,6 +293,9 @@ def test_masked_share_reads_the_scan_in_world_space(tmp_path):
     text = volume_report.between_subject_section(records)
     assert "| hypothalamus masked in the scan |" in text and "| 25% |" in text
     assert "On 1 of 2 scans it is 5% or more (25%–25%)" in text
+    # the fits against the label maps split by the mask's share (n < 3: NaN)
+    assert "| label map | hsynex | whole | mask removed < 20% | 1 |" in text
+    assert "| label map | hsynex | whole | mask removed ≥ 20% | 1 |" in text
     assert "masked in the scan" not in volume_report.between_subject_section(records[:2])
 
 
