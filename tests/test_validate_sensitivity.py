@@ -297,6 +297,16 @@ def test_masked_share_reads_the_scan_in_world_space(tmp_path):
     assert "| label map | hsynex | whole | mask removed < 20% | 1 |" in text
     assert "| label map | hsynex | whole | mask removed ≥ 20% | 1 |" in text
     assert "masked in the scan" not in volume_report.between_subject_section(records[:2])
+    # the real-T1 r target's note gives r over the scans the mask spared (3 of them here)
+    for k, (truth, mine) in enumerate([(700, 710), (800, 805), (900, 890)]):
+        records += [real(f"c{k}", "teacher", 300), real(f"c{k}", "hsynex", mine),
+                    real(f"c{k}", "label map", truth, masked=0.1)]
+    r, _, n = volume_report.masked_split_fit(records, "hsynex", below=True)
+    assert n == 4 and r > 0.9
+    target = next(t for t in volume_report.target_rows(records, [], None)
+                  if "r of whole volume" in t.what)
+    assert "on the 4 scans whose brain mask removed less than 20% of the hypothalamus" \
+        in target.note
 
 
 def test_demo_target_reads_the_ratio_and_where_the_volumes_differ():
