@@ -256,14 +256,14 @@ def test_between_subject_fit_skips_implausible_teacher_volumes():
     assert "implausible on 1 of 5" in text and "| s4 |" in text
 
 
-def test_masked_share_reads_the_scan_in_world_space(tmp_path):
+def test_mask_removed_share_reads_the_scan_in_world_space(tmp_path):
     """The share of a label map's hypothalamus where the scan's brain mask removed the tissue
     (its border-connected minimum), on a scan stored in another axis order and grid; enclosed
     zeros (a nulled ventricle) are tissue; the section names the masked scans."""
     import nibabel as nib
 
     from mri_hsynex.validate import volume_report
-    from mri_hsynex.validate.report import masked_share
+    from mri_hsynex.validate.report import mask_removed_share
 
     labels = np.zeros((20, 20, 20), np.int32)
     labels[8:12, 8:12, 8:12] = 801  # 64 voxels
@@ -279,8 +279,8 @@ def test_masked_share_reads_the_scan_in_world_space(tmp_path):
     path = tmp_path / "scan.nii.gz"
     nib.save(nib.Nifti1Image(np.ascontiguousarray(stored), swap), path)
     np.testing.assert_allclose(swap @ [19, 0, 0, 1], affine @ [0, 0, 0, 1])  # same world
-    assert masked_share(labels, affine, path) == pytest.approx(16 / 64)
-    assert masked_share(np.zeros_like(labels), affine, path) is None
+    assert mask_removed_share(labels, affine, path) == pytest.approx(16 / 64)
+    assert mask_removed_share(np.zeros_like(labels), affine, path) is None
 
     def real(subject, variant, whole, **extra):
         return {"kind": "real", "subject": subject, "variant": variant,

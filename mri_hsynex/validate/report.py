@@ -235,7 +235,7 @@ def _label_map_reference(opts: Options, name: str, maps: list,
     """A ``real`` record (variant ``label map``) with the subunit volumes of the subject's own
     label map, when one is found (held-out maps, the label folder, ``real_reference_dirs``);
     with the subject's ``scan``, also the share of the map's hypothalamus that the scan holds
-    as masked out (``masked_share``)."""
+    as masked out (``mask_removed_share``)."""
     from .anatomy import label_volumes
 
     folders = [Path(opts.labels_dir), Path(opts.cache_dir) / "labels",
@@ -250,13 +250,13 @@ def _label_map_reference(opts: Options, name: str, maps: list,
     image = nib.load(path)
     labels = np.rint(np.asarray(image.dataobj)).astype(np.int32)
     volumes = label_volumes(labels, float(abs(np.linalg.det(image.affine[:3, :3]))))
-    masked = masked_share(labels, image.affine, scan) if scan is not None else None
+    masked = mask_removed_share(labels, image.affine, scan) if scan is not None else None
     return [{"kind": "real", "subject": name, "engine": "label map", "variant": "label map",
              "path": str(path), "volumes": {str(k): v for k, v in volumes.items()},
              "masked": masked, "seconds": float("nan"), "failed": None}]
 
 
-def masked_share(labels: np.ndarray, affine: np.ndarray, scan: Path) -> float | None:
+def mask_removed_share(labels: np.ndarray, affine: np.ndarray, scan: Path) -> float | None:
     """The share of the hypothalamus (801-810) of ``labels`` (on ``affine``'s grid) where the
     ``scan`` holds its minimum value connected to its border, i.e. where a brain mask removed
     the tissue (the Mindboggle T1s zero 7-41 % of their subjects' hypothalamus, and the 3rd

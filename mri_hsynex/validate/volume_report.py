@@ -463,8 +463,7 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
                 if any(r["variant"] == v for r in real)]
     headers = ["subject"] + [f"{v} {SHORT_NAMES[lab]}" for v in variants
                              for lab in (813, 811, 812)] + ["teacher plausible"]
-    masked = {r["subject"]: r["masked"] for r in real
-              if r["variant"] == "label map" and r.get("masked") is not None}
+    masked = mask_removed_shares(records)
     if masked:
         headers.append("hypothalamus masked in the scan")
     rows = []
@@ -534,13 +533,19 @@ def between_subject_section(records: list[dict], real_note: str = "") -> str:
     return "\n\n".join(p for p in parts if p)
 
 
+def mask_removed_shares(records: list[dict]) -> dict[str, float]:
+    """Subject -> the share of its label map's hypothalamus that its scan's brain mask removed
+    (the ``label map`` records' ``masked``, ``report.mask_removed_share``), where measured."""
+    return {r["subject"]: r["masked"] for r in records if r["kind"] == "real"
+            and r["variant"] == "label map" and r.get("masked") is not None}
+
+
 def masked_split_fit(records: list[dict], variant: str, below: bool
                      ) -> tuple[float, float, int]:
     """r and slope of ``variant``'s whole volume on the label maps' over the subjects whose
     scan's mask removed less than ``MASKED_SPLIT`` of the map's hypothalamus (``below``), or
     over the others."""
-    masked = {r["subject"]: r["masked"] for r in records if r["kind"] == "real"
-              and r["variant"] == "label map" and r.get("masked") is not None}
+    masked = mask_removed_shares(records)
     names, reference, mine = real_pairs(records, variant, 813, reference="label map")
     keep = [k for k, name in enumerate(names)
             if name in masked and (masked[name] < MASKED_SPLIT) == below]
