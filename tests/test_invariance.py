@@ -441,6 +441,10 @@ def test_real_scan_mask_through_the_hypothalamus_raises_the_qc_flag(shipped, rea
     whole = shipped.segment(real_scan, resample="model")
     assert whole.qc["masked_share"] == 0.0
     assert not any("no tissue" in r for r in whole.qc["qc_reasons"])
+    # FreeSurfer's own skull stripping leaves a margin: no contact, no flag
+    brainmask = real_scan.parent / "brainmask.mgz"
+    if brainmask.is_file():
+        assert shipped.segment(brainmask, resample="model").qc["masked_share"] == 0.0
     seg_world = voxel_to_world(whole.crop_grid.affine, np.argwhere(whole.model_seg > 0))
     z_low, z_high = seg_world[:, 2].min(), seg_world[:, 2].max()
     scan = load_volume(real_scan)
