@@ -67,16 +67,30 @@ class StatsFile:
     rows: list[StatsRow] = field(default_factory=list)
     header: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def qc_flag(self) -> bool | None:
+        """hsynex's QC flag (``# QCFlag yes|no``); None in files without one (FreeSurfer's,
+        older hsynex files)."""
+        value = self.header.get("QCFlag")
+        return None if value is None else value.split()[0] == "yes"
+
+    @property
+    def qc_reasons(self) -> str:
+        """The flag's reasons (``# QCReasons``, '; '-separated), '' where none."""
+        return self.header.get("QCReasons", "")
+
 
 def stats_text(rows: Sequence[StatsRow], *, subject: str | None, seg_file: str,
                voxel_volume_mm3: float, cmdline: str, subjects_dir: str | None = None,
                measures: Sequence[Measure] = (), in_vol_file: str | None = None,
-               color_table: str | None = None, volume_method: str | None = None) -> str:
+               color_table: str | None = None, volume_method: str | None = None,
+               qc_reasons: Sequence[str] | None = None) -> str:
     """The text of a stats file (see ``write_stats``).
 
     Header values are flattened to one line (a newline in, say, the command line would start a
     line without ``#``, which asegstats2table would read as a data row); structure names must be
-    single words without ``#``.
+    single words without ``#``. ``qc_reasons`` (the segmentation's QC flag reasons; empty: not
+    flagged) adds ``# QCFlag yes|no`` and, when flagged, ``# QCReasons``.
     """
     for row in rows:
         if not row.name or any(c.isspace() for c in row.name) or "#" in row.name:
@@ -110,6 +124,10 @@ def stats_text(rows: Sequence[StatsRow], *, subject: str | None, seg_file: str,
     lines.append("# Only hypothalamic subunits and their groupings are reported ")
     if volume_method:
         lines.append(f"# VolumeMethod {_one_line(volume_method)} ")
+    if qc_reasons is not None:
+        lines.append(f"# QCFlag {'yes' if qc_reasons else 'no'} ")
+        if qc_reasons:
+            lines.append(f"# QCReasons {_one_line('; '.join(qc_reasons))} ")
     lines.append(f"# VoxelVolume_mm3 {voxel_volume_mm3:g} ")
     for k, (header, name, units) in enumerate(_TABLE_COLUMNS, start=1):
         lines += [f"# TableCol {k:2d} ColHeader {header} ",
@@ -139,7 +157,7 @@ def write_stats(path: str | os.PathLike, rows: Sequence[StatsRow], **header) -> 
 
     Keyword arguments: ``subject``, ``seg_file``, ``voxel_volume_mm3``, ``cmdline``, and optionally
     ``subjects_dir``, ``measures`` (e.g. eTIV), ``in_vol_file``, ``color_table``,
-    ``volume_method`` (how Volume_mm3 was counted).
+    ``volume_method`` (how Volume_mm3 was counted), ``qc_reasons`` (the QC flag's).
     """
     text = stats_text(rows, **header)
     with atomic_path(path) as tmp:

@@ -115,6 +115,11 @@ def test_segment_writes_every_output(scan, models, capsys, use_aseg):
                                np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0)), atol=1e-4)
     stats = (out / "h.stats").read_text()
     assert "Hypothalamus-Whole" in stats and "# ColHeaders" in stats
+    # the sidecar's QC flag travels in the stats header too (mri_hsynex table names it)
+    from mri_hsynex.stats import read_stats
+
+    assert read_stats(out / "h.stats").qc_flag is sidecar["qc_flag"]
+    assert "masked_share" in sidecar["qc"]
     assert "Hypothalamus-Whole" in stdout  # the volumes table
     assert (out / "qc.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -155,6 +155,26 @@ def test_read_stats_round_trip(tmp_path):
         asegstats_rows(path.read_text())
 
 
+def test_qc_flag_lines_round_trip(tmp_path):
+    """The segmentation's QC flag travels in the header (# QCFlag, # QCReasons on one line), the
+    rows still parse with asegstats2table's rule, and files without it read as None."""
+    seg, post = tiny_outputs()
+    rows = stats_rows(structure_volumes(seg, post, 1.0))
+    flagged, clean, old = tmp_path / "f.stats", tmp_path / "c.stats", tmp_path / "o.stats"
+    common = dict(subject="s", seg_file="seg.mgz", voxel_volume_mm3=1.0, cmdline="x")
+    write_stats(flagged, rows, qc_reasons=["subunit missing: L_hypothalamus_posterior",
+                                           "12% of the segmentation lies\nnext to zeros"],
+                **common)
+    write_stats(clean, rows, qc_reasons=[], **common)
+    write_stats(old, rows, **common)
+    assert read_stats(flagged).qc_flag is True
+    assert read_stats(flagged).qc_reasons == ("subunit missing: L_hypothalamus_posterior; 12% of "
+                                              "the segmentation lies next to zeros")
+    assert read_stats(clean).qc_flag is False and read_stats(clean).qc_reasons == ""
+    assert read_stats(old).qc_flag is None and "QCFlag" not in old.read_text()
+    assert asegstats_rows(flagged.read_text()) == asegstats_rows(old.read_text())
+
+
 def test_header_values_stay_on_one_line():
     rows = [StatsRow(1, 801, 3, 2.5, "L_hypothalamus_anterior_inferior")]
     text = stats_text(rows, subject="odd\nname", seg_file="a\nb.mgz", voxel_volume_mm3=1.0,

@@ -94,6 +94,25 @@ def test_no_aseg_stats_gives_nan_etiv_or_missing_with_etiv(sd, tmp_path, capsys)
     assert "WARNING: no stats/aseg.stats for s2" in capsys.readouterr().err
 
 
+def test_qc_flagged_subjects_are_kept_and_named(sd, tmp_path, capsys):
+    """A subject whose stats file carries hsynex's QC flag stays in the table (the user decides)
+    and is named with the reasons; a file with '# QCFlag no' or none is not."""
+    path = sd / "s2" / C.SUBJECT_STATS
+    path.write_text(path.read_text().replace(
+        "# NRows", "# QCFlag yes \n# QCReasons 20% of the segmentation lies next to zeros \n"
+        "# NRows"))
+    path = sd / "s3" / C.SUBJECT_STATS
+    path.write_text(path.read_text().replace("# NRows", "# QCFlag no \n# NRows"))
+    table = tb.build_table(sd, ["s1", "s2", "s3"])
+    assert table.flagged == {"s2": "20% of the segmentation lies next to zeros"}
+    assert list(table.frame.index) == ["s1", "s2", "s3"]
+    assert cli.main(["--sd", str(sd), "--subjects", "s1", "s2", "s3",
+                     "--tablefile", str(tmp_path / "t.txt")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: QC flag raised for s2 (kept in the table" in err
+    assert "20% of the segmentation lies next to zeros" in err and "for s3" not in err
+
+
 def test_cli_options(sd, tmp_path, monkeypatch):
     out = tmp_path / "t.csv"
     monkeypatch.setenv("SUBJECTS_DIR", str(sd))

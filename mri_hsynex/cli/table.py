@@ -80,6 +80,9 @@ def work(args: argparse.Namespace) -> int:
     for subject in table.no_etiv:
         print(f"WARNING: no {C.SUBJECT_ASEG_STATS} for {subject}: eTIV left empty (nan)",
               file=sys.stderr)
+    for subject, reasons in table.flagged.items():
+        print(f"WARNING: QC flag raised for {subject} (kept in the table; look at its QC figure "
+              f"before using its volumes): {reasons or 'no reason recorded'}", file=sys.stderr)
     write_table(table, args.tablefile, args.delimiter, args.transpose)
     rows, cols = table.frame.shape
     print(f"wrote {args.tablefile} ({rows} subjects, {cols - 1} structures + eTIV)")

@@ -36,6 +36,8 @@ class SubjectTable:
     meas: str
     missing: dict[str, str] = field(default_factory=dict)  # subject -> why it is missing
     no_etiv: list[str] = field(default_factory=list)  # subjects kept without eTIV
+    # subject -> the reasons of the QC flag its stats file carries (kept in the table)
+    flagged: dict[str, str] = field(default_factory=dict)
 
 
 def read_subjects_file(path: str | os.PathLike) -> list[str]:
@@ -66,7 +68,12 @@ def read_structure_values(path: str | os.PathLike, meas: str = "volume") -> dict
     is a row, column 2 SegId, 3 NVoxels, 4 Volume_mm3, 5 StructName)."""
     from ..stats import read_stats
 
-    rows = read_stats(path).rows
+    return _structure_values(read_stats(path), path, meas)
+
+
+def _structure_values(stats, path, meas: str) -> dict[str, float]:
+    """``read_structure_values`` of an already read ``stats.StatsFile``."""
+    rows = stats.rows
     if not rows:
         raise HsynexError("no rows in the stats file", path)
     if meas == "nvoxels":
@@ -85,8 +92,11 @@ def _etiv(subject_dir: Path) -> float | None:
 def build_table(subjects_dir: str | os.PathLike, subjects: list[str], meas: str = "volume",
                 etiv: bool = False, statsfile: str = DEFAULT_STATSFILE) -> SubjectTable:
     """The table of ``subjects`` (see the module docstring); missing subjects are listed in
-    ``SubjectTable.missing`` and left out of the frame."""
+    ``SubjectTable.missing`` and left out of the frame; those whose stats file carries hsynex's
+    QC flag are kept and listed in ``SubjectTable.flagged``."""
     import pandas as pd
+
+    from ..stats import read_stats
 
     if meas not in MEASURES:
         raise HsynexError(f"unknown measure {meas!r} (use volume or nvoxels)")
@@ -98,6 +108,7 @@ def build_table(subjects_dir: str | os.PathLike, subjects: list[str], meas: str 
     rows: dict[str, dict[str, float]] = {}
     missing: dict[str, str] = {}
     no_etiv: list[str] = []
+    flagged: dict[str, str] = {}
     for subject in dict.fromkeys(subjects):
         subject_dir = root / subject
         path = subject_dir / "stats" / statsfile
@@ -108,11 +119,14 @@ def build_table(subjects_dir: str | os.PathLike, subjects: list[str], meas: str 
             missing[subject] = f"no {Path('stats') / statsfile}"
             continue
         try:
-            values = read_structure_values(path, meas)
+            stats = read_stats(path)
+            values = _structure_values(stats, path, meas)
             head = _etiv(subject_dir)
         except HsynexError as err:
             missing[subject] = str(err)
             continue
+        if stats.qc_flag:
+            flagged[subject] = stats.qc_reasons
         if head is None:
             if etiv:
                 missing[subject] = f"no {C.SUBJECT_ASEG_STATS} (needed by --etiv)"
@@ -126,7 +140,7 @@ def build_table(subjects_dir: str | os.PathLike, subjects: list[str], meas: str 
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns + [ETIV_COLUMN])
     frame[columns] = frame[columns].fillna(0.0)
     frame.index.name = f"Measure:{meas}"
-    return SubjectTable(frame, meas, missing, no_etiv)
+    return SubjectTable(frame, meas, missing, no_etiv, flagged)
 
 
 def format_table(table: SubjectTable, delimiter: str = "tab", transpose: bool = False) -> str:

@@ -338,7 +338,7 @@ class SegmentationResult:
         write_stats(path, stats_rows(self.volumes), subject=subject, seg_file=str(seg_path),
                     voxel_volume_mm3=voxel_mm3, cmdline=cmdline or "mri_hsynex segment",
                     in_vol_file=str(getattr(self.image, "path", "") or ""),
-                    volume_method=self.volume_method)
+                    volume_method=self.volume_method, qc_reasons=self.qc["qc_reasons"])
 
     def _write_qc(self, path: Path, seg_volume, subject: str) -> None:
         from ..io import Volume
