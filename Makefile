@@ -7,7 +7,7 @@ PYTEST  := $(BIN)/python -m pytest
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: install test test-fast test-slow demo bench lint clean validate validate-quick \
-	validate-sensitivity invariance
+	validate-sensitivity invariance gpu-bundle
 
 install: $(STAMP)
 
@@ -62,6 +62,23 @@ INVARIANCE_SCAN ?= ../shared/data/subjects/sub-08/mri/T1.mgz
 invariance: install
 	KERAS_BACKEND=torch $(BIN)/python -m mri_hsynex.validate.invariance --i $(INVARIANCE_SCAN) \
 		--doc docs/segment.md
+
+# What a lent GPU machine (the workplace's `device` tool: Python 3.12 with PyTorch and CUDA, no
+# network) needs beside the repository to continue training with models/device_train.sh: wheels
+# of the packages it lacks and the label maps that carry subunits (GPU_LABELS: a build-labels
+# output folder; its maps without 801-810 are left out). The model card, "Continue training",
+# gives the call.
+GPU_BUNDLE ?= build/gpu
+GPU_LABELS ?= build/labels_fs
+GPU_WHEELS ?= keras==3.12.0 namex==0.1.0 optree==0.20.0 nibabel==5.3.2
+gpu-bundle: install
+	rm -rf $(GPU_BUNDLE)
+	mkdir -p $(GPU_BUNDLE)/wheels
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d $(GPU_BUNDLE)/wheels $(GPU_WHEELS)
+	$(BIN)/python -m mri_hsynex.train.bundle $(GPU_LABELS) $(GPU_BUNDLE)/labels
+	du -sh $(GPU_BUNDLE)
 
 lint: install
 	$(BIN)/ruff check mri_hsynex tests benchmarks

@@ -97,6 +97,32 @@ def test_train_errors_are_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_minutes_stops_at_a_validated_checkpoint_and_resumes(tmp_path):
+    """``--minutes 0``: one step, then the stop step is validated and checkpointed (off the
+    config's every-2-steps schedule), and ``--resume`` continues from it."""
+    from mri_hsynex.cli.train import main
+
+    maps = _write_maps(tmp_path / "labels")
+    cfg = _config(tmp_path, "localiser")
+    cfg_dict = json.loads(cfg.read_text())
+    cfg_dict.update(checkpoint_every=10, validate_every=10, steps=20)
+    cfg.write_text(json.dumps(cfg_dict))
+    run = tmp_path / "run"
+    assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(run), "--minutes", "0",
+                 "--no-progress"]) == 0
+    assert json.loads((run / "state.json").read_text())["step"] == 1
+    assert [int(r["step"]) for r in csv.DictReader(open(run / "validation.csv"))] == [1]
+    assert (run / "best.keras").exists() and (run / "last.keras").exists()
+    assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(run), "--minutes", "0",
+                 "--resume", "--no-progress"]) == 0
+    assert [int(r["step"]) for r in csv.DictReader(open(run / "train_log.csv"))] == [1, 2]
+    proc = subprocess.run([sys.executable, "-m", "mri_hsynex", "train", "--config", str(cfg),
+                           "--labels", str(maps), "--o", str(tmp_path / "r"), "--minutes", "-1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith("ERROR: --minutes")
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made
+
+
 def test_resume_takes_the_configs_learning_rate(tmp_path):
     import keras
 

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run folder (logs, checkpoints)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="train until this many steps in total (default: the config's)")
+    parser.add_argument("--minutes", type=float, default=None, metavar="M",
+                        help="stop after M minutes of this run's wall-clock time (the step "
+                             "reached is validated and checkpointed; continue with --resume)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in RUNDIR from its last checkpoint")
     parser.add_argument("--init", metavar="DIR", default=None,
@@ -55,10 +58,12 @@ def _work(args: argparse.Namespace) -> int:
 
     if args.average_from is not None and not args.export:
         raise HsynexError("--average-from works with --export only")
+    if args.minutes is not None and args.minutes < 0:
+        raise HsynexError(f"--minutes must be 0 or more, not {args.minutes}")
     cfg = TrainConfig.load(args.config)
     trainer = Trainer(cfg, args.labels, args.o, seed=args.seed, resume=args.resume,
                       init_dir=args.init)
-    state = trainer.run(args.steps, progress=not args.no_progress)
+    state = trainer.run(args.steps, progress=not args.no_progress, minutes=args.minutes)
     print(f"trained {state['step']} steps in {state['seconds'] / 60:.1f} min; "
           f"best validation score {state['best_score']:.3f} at step {state.get('best_step')}")
     if args.export:

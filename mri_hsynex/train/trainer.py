@@ -365,12 +365,17 @@ class Trainer:
             writer.writerow(row)
 
     # --- loop ------------------------------------------------------------------------------------
-    def run(self, steps: int | None = None, progress: bool = True) -> dict:
-        """Train until ``steps`` (total, counting earlier runs of a resumed folder)."""
+    def run(self, steps: int | None = None, progress: bool = True,
+            minutes: float | None = None) -> dict:
+        """Train until ``steps`` (total, counting earlier runs of a resumed folder) or, with
+        ``minutes``, until that much wall-clock time has passed in this call (for a lease or a
+        session of fixed length), whichever comes first. The step it stops at is validated and
+        checkpointed, so ``--resume`` continues from it."""
         from tqdm import tqdm
 
         total = int(steps if steps is not None else self.cfg.steps)
         start = self.state["step"]
+        deadline = None if minutes is None else time.time() + 60.0 * float(minutes)
         self.validation_set()
         bar = tqdm(total=total, initial=start, disable=not progress, unit="step",
                    desc=self.cfg.network, dynamic_ncols=True)
@@ -387,7 +392,8 @@ class Trainer:
             self._log("train_log.csv", row)
             bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
             bar.update(1)
-            if step % self.cfg.validate_every == 0 or step == total:
+            last = step == total or (deadline is not None and now >= deadline)
+            if step % self.cfg.validate_every == 0 or last:
                 result = self.validate()
                 self._log("validation.csv", {"step": step, **{k: round(v, 4)
                                                                for k, v in result.items()}})
@@ -396,7 +402,9 @@ class Trainer:
                     self.state["best_step"] = step
                     self._save("best.keras")
                 t_last = time.time()
-            if step % self.cfg.checkpoint_every == 0 or step == total:
+            if step % self.cfg.checkpoint_every == 0 or last:
                 self._checkpoint()
+            if last:
+                break
         bar.close()
         return self.state
