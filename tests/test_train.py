@@ -97,7 +97,7 @@ def test_train_errors_are_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_minutes_stops_at_a_validated_checkpoint_and_resumes(tmp_path):
+def test_minutes_stops_at_a_validated_checkpoint_and_resumes(tmp_path, capsys):
     """``--minutes 0``: one step, then the stop step is validated and checkpointed (off the
     config's every-2-steps schedule), and ``--resume`` continues from it."""
     from mri_hsynex.cli.train import main
@@ -110,6 +110,7 @@ def test_minutes_stops_at_a_validated_checkpoint_and_resumes(tmp_path):
     run = tmp_path / "run"
     assert main(["--config", str(cfg), "--labels", str(maps), "--o", str(run), "--minutes", "0",
                  "--no-progress"]) == 0
+    assert "stopped at the --minutes limit, 19 steps short of 20" in capsys.readouterr().out
     assert json.loads((run / "state.json").read_text())["step"] == 1
     assert [int(r["step"]) for r in csv.DictReader(open(run / "validation.csv"))] == [1]
     assert (run / "best.keras").exists() and (run / "last.keras").exists()

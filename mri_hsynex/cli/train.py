@@ -66,6 +66,10 @@ def _work(args: argparse.Namespace) -> int:
     state = trainer.run(args.steps, progress=not args.no_progress, minutes=args.minutes)
     print(f"trained {state['step']} steps in {state['seconds'] / 60:.1f} min; "
           f"best validation score {state['best_score']:.3f} at step {state.get('best_step')}")
+    total = args.steps if args.steps is not None else cfg.steps
+    if state["step"] < total:
+        print(f"stopped at the --minutes limit, {total - state['step']} steps short of {total}; "
+              f"continue with --resume")
     if args.export:
         for path in export_run(args.o, args.export, average_from=args.average_from):
             print(f"exported {path}")
