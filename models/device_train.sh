@@ -35,9 +35,11 @@ if ! "$PY" -c "import keras, nibabel" 2>/dev/null; then
         --target /tmp/site "$BUNDLE"/wheels/*.whl
     export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=torch PYTHONUNBUFFERED=1
-"$PY" -c "import torch; print('torch', torch.__version__, 'on',
-    torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=${KERAS_BACKEND:-torch} PYTHONUNBUFFERED=1
+if [ "$KERAS_BACKEND" = torch ]; then
+    "$PY" -c "import torch; print('torch', torch.__version__, 'on',
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')"
+fi
 
 start=(--init "$INIT")
 [ -f "$RUN/state.json" ] && start=(--resume)
