@@ -3,7 +3,7 @@
 # tool (one command of at most 10 minutes; the session's device time is 15 minutes in all).
 #
 # Here, once:  make gpu-bundle        (build/gpu, 12 MB: wheels for the device's Python 3.12 and
-#                                     the label maps; the working tree that travels is ~61 of
+#                                     the label maps; the working tree that travels is ~51 MB of
 #                                     its 64 MiB with it)
 # The call:    run(command="bash models/device_train.sh", carry=["build/gpu"], timeout_s=600)
 #              A second call on the still-warm machine resumes runs/gpu, which stays there (do not
@@ -25,7 +25,7 @@ set -euo pipefail
 BUNDLE=${BUNDLE:-build/gpu}
 RUN=${RUN:-runs/gpu}
 CONFIG=${CONFIG:-models/train_cascade_gpu.json}
-INIT=${INIT:-models/training_checkpoints/cascade_pairs_o}
+INIT=${INIT:-models/training_checkpoints/cascade_pairs_q21}
 MINUTES=${MINUTES:-7}
 KEEP=${KEEP:-3}
 PY=${PYTHON:-python3}
