@@ -77,7 +77,7 @@ gpu-bundle: install
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 		--platform manylinux2014_x86_64 -d $(GPU_BUNDLE)/wheels $(GPU_WHEELS)
-	$(BIN)/python -m mri_hsynex.train.bundle $(GPU_LABELS) $(GPU_BUNDLE)/labels
+	$(BIN)/python -m mri_hsynex.train.bundle maps $(GPU_LABELS) $(GPU_BUNDLE)/labels
 	du -sh $(GPU_BUNDLE)
 
 lint: install

@@ -51,31 +51,6 @@ if [ -n "${OUT:-}" ]; then  # at most 8 files of 16 MiB come back: the networks 
     cp "$RUN/state.json" "$OUT/"
     tar czf "$OUT/logs.tar.gz" -C "$RUN" train_log.csv validation.csv config.json
     split -b 15M "$RUN/last.keras" "$OUT/last.keras.part-"  # with the optimiser, for --resume
-    "$PY" - "$RUN" "$OUT" "$KEEP" <<'PYEOF'
-import shutil
-import sys
-import tarfile
-import tempfile
-from pathlib import Path
-
-from mri_hsynex.train.export import export_run, kept_checkpoints
-
-run, out, keep = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-
-
-def pack(name, **kwargs):
-    with tempfile.TemporaryDirectory() as folder:  # the shipped settings, these networks
-        shutil.copy("models/model.json", folder)
-        export_run(run, folder, **kwargs)
-        with tarfile.open(out / name, "w") as tar:
-            for path in sorted(Path(folder).iterdir()):
-                tar.add(path, arcname=path.name)
-
-
-pack("models_best.tar")
-steps = list(kept_checkpoints(run, 0))[-keep:]
-if len(steps) >= 2:  # the mean of the newest kept checkpoints (export --average-from)
-    pack("models_mean.tar", average_from=steps[0])
-PYEOF
+    "$PY" -m mri_hsynex.train.bundle pack "$RUN" "$OUT" "$KEEP"  # the networks, exported
     ls -la "$OUT"
 fi

@@ -32,7 +32,7 @@ def test_bundle_copies_only_maps_with_subunits(tmp_path):
     _save(labels, source / "sub-a_labels.nii.gz")
     _save(np.where(labels >= 801, 28, labels), source / "whole_brain.nii.gz")  # no 801-810
     (source / "checks.tsv").write_text("not a map\n")
-    assert main([str(source), str(tmp_path / "out")]) == 0
+    assert main(["maps", str(source), str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sub-a_labels.nii.gz"]
 
 
@@ -42,7 +42,7 @@ def test_bundle_refuses_a_folder_without_subunits(tmp_path, capsys):
     source = tmp_path / "labels"
     source.mkdir()
     _save(np.where(tiny_label_map((24, 24, 24)) >= 801, 28, 0), source / "a.nii.gz")
-    assert main([str(source), str(tmp_path / "out")]) == 1
+    assert main(["maps", str(source), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("ERROR: no label map with hypothalamic subunits") and "\n" not in err
     assert not (tmp_path / "out").exists()

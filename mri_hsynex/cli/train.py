@@ -63,10 +63,10 @@ def _work(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config)
     trainer = Trainer(cfg, args.labels, args.o, seed=args.seed, resume=args.resume,
                       init_dir=args.init)
-    state = trainer.run(args.steps, progress=not args.no_progress, minutes=args.minutes)
+    total = args.steps if args.steps is not None else cfg.steps
+    state = trainer.run(total, progress=not args.no_progress, minutes=args.minutes)
     print(f"trained {state['step']} steps in {state['seconds'] / 60:.1f} min; "
           f"best validation score {state['best_score']:.3f} at step {state.get('best_step')}")
-    total = args.steps if args.steps is not None else cfg.steps
     if state["step"] < total:
         print(f"stopped at the --minutes limit, {total - state['step']} steps short of {total}; "
               f"continue with --resume")
