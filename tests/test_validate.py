@@ -271,9 +271,14 @@ def test_report_pipeline_with_stand_in_engines(tmp_path):
     # the oracle follows the undeformed map, so the measured volumes do not see the atrophy
     # while the true ones do
     assert all(r["truth"]["813"] > 0 for r in group)
-    # a second run is served from the cache
+    targets = json.loads((tmp_path / "out" / "targets.json").read_text())
+    assert {t["issue"] for t in targets["targets"]} == {8, 13}
+    assert targets["mode"] == "quick"
+    # a second run is served from the cache; compared with the first, no status moves
     engines["hsynex"].segment = None
-    run_validation(opts, engines=engines)
+    opts.compare, opts.out_dir = tmp_path / "out", tmp_path / "again"
+    text = run_validation(opts, engines=engines).read_text()
+    assert "## Against an earlier run" in text and "Status moved on 0 of" in text
 
 
 def test_missing_holdout_is_a_user_error(tmp_path):
@@ -325,6 +330,11 @@ def test_validate_command_errors(tmp_path, capsys):
     assert main(["--o", str(tmp_path / "out"), "--labels", str(tmp_path / "absent"),
                  "--cache", str(tmp_path / "cache"), "--subjects-dir", str(tmp_path / "none")]) == 1
     assert "ERROR: label-map folder not found" in capsys.readouterr().err
+    # an earlier run to compare with that is not there fails before anything is measured
+    assert main(["--o", str(tmp_path / "out"), "--compare", str(tmp_path / "earlier"),
+                 "--cache", str(tmp_path / "cache")]) == 1
+    assert "earlier: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_held_out_map_is_built_when_missing(tmp_path, monkeypatch):

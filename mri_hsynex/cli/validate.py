@@ -19,7 +19,8 @@ map shrunk by 10/20 % next to the 3rd ventricle or into the ventral DC, identica
 noise: measured / true change of the volume), (7) the same with each post-processing step off
 and stage 1's own volume, (8) hsynex's volumes against the teacher's across real T1 scans,
 (9) blank and noise inputs, (10) renders of every held-out map (and of --between-maps):
-measured against true volumes across the maps. Segmentations are cached in --cache, so an
+measured against true volumes across the maps. DIR/targets.json holds the target rows;
+--compare sets an earlier run's beside them. Segmentations are cached in --cache, so an
 interrupted run resumes. The full run takes under an hour on 2 CPU cores; --quick checks the
 machinery.
 
@@ -27,6 +28,7 @@ example:
   KERAS_BACKEND=torch mri_hsynex validate --o docs
   KERAS_BACKEND=torch mri_hsynex validate --quick --o validate_out --model runs/models
   KERAS_BACKEND=torch mri_hsynex validate --sensitivity-only --o ckpt_out --model runs/models
+  KERAS_BACKEND=torch mri_hsynex validate --o cand_out --model runs/models --compare docs
 """
 
 
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folders of label maps the networks were never trained on: "
                              "rendered beside the held-out map(s) for section 10 (between "
                              "subjects, against the maps' own volumes)")
+    parser.add_argument("--compare", default=None, metavar="DIR",
+                        help="an earlier run's report folder (or its targets.json): the report "
+                             "gets a section with its targets beside this run's (every run "
+                             "writes DIR/targets.json)")
     parser.add_argument("--cache", default="build/validate", metavar="DIR",
                         help="cache of segmented cases (default: build/validate)")
     parser.add_argument("--bench", default="bench_out", metavar="DIR",
@@ -95,6 +101,7 @@ def _work(args: argparse.Namespace) -> int:
         real_extra=tuple(args.real_extra),
         real_reference_dirs=tuple(Path(d) for d in args.real_reference),
         between_dirs=tuple(Path(d) for d in args.between_maps),
+        compare=Path(args.compare) if args.compare else None,
     )
     path = run_validation(opts)
     print(f"wrote {path}")

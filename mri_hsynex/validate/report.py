@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ..errors import HsynexError
 from ..labels import SUBUNIT_IDS
-from . import between, figures, sensitivity, slices, study, tables, volume_report
+from . import between, compare, figures, sensitivity, slices, study, tables, volume_report
 from .contrasts import CONTRASTS, SHELLS_MM, Acquisition
 from .metrics import coefficient_of_variation
 from .tables import SHORT_NAMES, fmt, fmt_p, md_table, mean_subunit_dice, nanmean
@@ -61,6 +61,8 @@ class Options:
     # folders of label maps the networks were never trained on, rendered beside the held-out
     # maps for the between-subject study on renders (section 10)
     between_dirs: tuple[Path, ...] = ()
+    # an earlier run's report folder or targets.json: its targets beside this run's
+    compare: Path | None = None
 
 
 def default_holdout() -> tuple[str, ...]:
@@ -136,6 +138,12 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     and the teacher, for tests.
     """
     t0 = time.time()
+    before = None
+    if opts.compare is not None:
+        if opts.sensitivity_only:
+            raise HsynexError("--compare needs a run that measures the targets "
+                              "(not --sensitivity-only)")
+        before = compare.load_targets(opts.compare)  # before the run: a bad path fails now
     holdout = opts.holdout or default_holdout()
     maps = [study.load_label_map(p) for p in holdout_map_paths(opts, holdout)]
     if engines is None:
@@ -170,7 +178,8 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     run = {"seconds": 0.0, "records": records, "counts": dict(runner.counts),
            "blank": None, "rss_mb": runner.rss_mb, "maps": maps, "design": design,
            "holdout": holdout, "figures": [], "sensitivity_design": sens_design,
-           "probe_check": probe_check, "blank_noise": blank_noise, "demo": demo}
+           "probe_check": probe_check, "blank_noise": blank_noise, "demo": demo,
+           "before": before}
     for name, count in sens_runner.counts.items():
         run["counts"][name] = run["counts"].get(name, 0) + count
     if not opts.sensitivity_only:
@@ -192,6 +201,8 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
     else:
         text, name = render(records, opts, run), "validation.md"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not opts.sensitivity_only:
+        compare.write_targets(out_dir / compare.TARGETS_FILE, _targets_record(records, opts, run))
     path = out_dir / name
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text)
@@ -321,16 +332,35 @@ def _write_records(path: Path, records: list[dict]) -> None:
 
 
 # --- markdown -----------------------------------------------------------------------------------
+def target_lists(records: list[dict], groups: list[tables.GroupResult],
+                 run: dict) -> dict[int, list[tables.Target]]:
+    """The target rows of issue 13 and of issue 8, by issue."""
+    return {13: volume_report.target_rows(records, groups, run.get("blank_noise"),
+                                          run.get("demo")),
+            8: tables.target_rows(volume_report.without_failed_reference(records), groups)}
+
+
+def _targets_record(records: list[dict], opts: Options, run: dict) -> dict:
+    return compare.targets_record(
+        target_lists(records, tables.group_results(records), run),
+        _model_summary(opts.model_dir), "quick" if opts.quick else "full",
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
 def render(records: list[dict], opts: Options, run: dict) -> str:
     """The whole report as markdown."""
     groups = tables.group_results(records)
-    targets = tables.target_rows(volume_report.without_failed_reference(records), groups)
-    targets13 = volume_report.target_rows(records, groups, run.get("blank_noise"),
-                                          run.get("demo"))
+    by_issue = target_lists(records, groups, run)
+    targets13, targets = by_issue[13], by_issue[8]
+    versus = ""
+    if run.get("before") is not None:
+        versus = compare.comparison_section(run["before"], _targets_record(records, opts, run),
+                                            str(opts.compare))
     parts = [
         _header(opts, run),
         volume_report.targets_section(targets13),
         _targets_section(targets),
+        versus,
         _grid_section(records),
         _real_section(records),
         _consistency_section(records),
