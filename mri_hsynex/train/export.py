@@ -1,5 +1,8 @@
 """Export trained networks from a run folder into a model folder (``models/`` is the shipped one).
 
+    python -m mri_hsynex.train.export mix OUT DIR:WEIGHT DIR:WEIGHT [...]
+        OUT's networks = the weighted mean of the folders' (mix_networks)
+
 Each network is re-built from its config and saved without optimiser state, so the files are
 compact and load in safe mode with ``compile=False``. ``model.json`` records, per network, its
 architecture, working voxel size, crop, classes, and how it was trained.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +40,67 @@ def kept_checkpoints(run_dir: str | Path, first_step: int) -> dict[int, Path]:
     return dict(sorted(kept.items()))
 
 
-def averaged_model(paths: list[Path]):
+def averaged_model(paths: list[Path], weights: list[float] | None = None):
     """The first checkpoint's model with the mean of all the checkpoints' weights (the runs here
     fine-tune with batch 1, so consecutive checkpoints scatter around a better point; instance
-    normalisation has no running statistics, so a plain mean is the whole job)."""
+    normalisation has no running statistics, so a plain mean is the whole job). ``weights``
+    (one per path, normalised to sum 1) makes it a weighted mean."""
     import keras
 
+    share = np.ones(len(paths)) if weights is None else np.asarray(weights, np.float64)
+    if share.shape != (len(paths),) or np.any(share < 0) or share.sum() <= 0:
+        raise HsynexError(f"need one non-negative weight per network, not {weights}")
+    share = share / share.sum()
     model = keras.saving.load_model(paths[0], compile=False)
-    total = [np.asarray(w, np.float64) for w in model.get_weights()]
-    for path in paths[1:]:
+    total = [share[0] * np.asarray(w, np.float64) for w in model.get_weights()]
+    for path, part in zip(paths[1:], share[1:]):
         other = keras.saving.load_model(path, compile=False).get_weights()
-        total = [t + np.asarray(w, np.float64) for t, w in zip(total, other)]
-    model.set_weights([(t / len(paths)).astype(np.float32) for t in total])
+        if [w.shape for w in other] != [t.shape for t in total]:
+            raise HsynexError("not the same architecture as the first network", path)
+        total = [t + part * np.asarray(w, np.float64) for t, w in zip(total, other)]
+    model.set_weights([t.astype(np.float32) for t in total])
     return model
+
+
+def mix_networks(model_dirs: list[str | Path], weights: list[float],
+                 out_dir: str | Path) -> list[Path]:
+    """A model folder whose networks are the weighted mean of the same networks in
+    ``model_dirs`` (e.g. the shipped ones and a run fine-tuned from them: a mix can keep part of
+    what each measures well). The first folder's ``model.json`` is kept, with the mix recorded
+    as each network's checkpoint. Written through temporary names."""
+    dirs, out = [Path(d) for d in model_dirs], Path(out_dir)
+    if len(dirs) < 2 or len(weights) != len(dirs):
+        raise HsynexError(f"need two or more model folders, one weight each ({len(dirs)} "
+                          f"folders, {len(weights)} weights)")
+    settings_path = dirs[0] / MODEL_SETTINGS_FILE
+    try:
+        settings = json.loads(settings_path.read_text())
+        networks = settings["networks"]
+    except (OSError, ValueError, KeyError) as err:
+        raise HsynexError(f"not a model folder ({err})", settings_path) from None
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = " + ".join(f"{w:g} x {d}" for w, d in zip(weights, dirs))
+    written = []
+    for info in networks.values():
+        paths = [d / info["file"] for d in dirs]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise HsynexError("network file not found", missing[0])
+        if all(p.read_bytes() == paths[0].read_bytes() for p in paths[1:]):
+            mixed = None  # the same network everywhere (e.g. the localiser): copied
+        else:
+            mixed = averaged_model(paths, weights)
+            info["checkpoint"] = f"weight mix: {recipe}"
+        target = out / info["file"]
+        if mixed is None:
+            with atomic_path(target) as tmp:
+                Path(tmp).write_bytes(paths[0].read_bytes())
+        else:
+            _save_network(mixed, target)
+        written.append(target)
+    with atomic_path(out / MODEL_SETTINGS_FILE) as tmp:
+        Path(tmp).write_text(json.dumps(settings, indent=1))
+    return written
 
 
 def export_run(run_dir: str | Path, model_dir: str | Path, checkpoint: str = "best.keras",
@@ -116,3 +168,28 @@ def export_run(run_dir: str | Path, model_dir: str | Path, checkpoint: str = "be
     with atomic_path(settings_path) as tmp:
         Path(tmp).write_text(json.dumps(settings, indent=1))
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] != ["mix"] or len(args) < 4:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    try:
+        parts = [a.rsplit(":", 1) for a in args[2:]]
+        if any(len(p) != 2 for p in parts):
+            raise HsynexError("each model folder needs its weight: DIR:WEIGHT")
+        try:
+            weights = [float(w) for _, w in parts]
+        except ValueError:
+            raise HsynexError(f"weights must be numbers: {args[2:]}") from None
+        for path in mix_networks([d for d, _ in parts], weights, args[1]):
+            print(f"wrote {path}")
+    except HsynexError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
