@@ -202,6 +202,30 @@ def test_dice_cv_auroc_ranksum_on_known_numbers():
         metrics.auroc([], [1.0])
 
 
+def test_auroc_interval_hanley_mcneil():
+    # A = 0.5, 20 per group: Q1 = Q2 = 1/3, var = (0.25 + 2 * 19 / 12) / 400
+    lo, hi = metrics.auroc_interval(0.5, 20, 20)
+    half = 1.96 * np.sqrt((0.25 + 38 / 12) / 400)
+    assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half))
+    assert metrics.auroc_interval(1.0, 20, 20) == (1.0, 1.0)
+    narrow = metrics.auroc_interval(0.85, 200, 200)
+    wide = metrics.auroc_interval(0.85, 20, 20)
+    assert wide[0] < narrow[0] < 0.85 < narrow[1] < wide[1] <= 1.0
+    assert np.isnan(metrics.auroc_interval(float("nan"), 20, 20)[0])
+
+
+def test_atrophy_target_notes_its_interval_and_the_change():
+    from mri_hsynex.validate.tables import GroupResult, auroc_target
+
+    g = GroupResult("T1-like 1 mm", "hsynex", 0.1, 813, 20, 20, 0.863, 1e-4, 0.953, 1e-6,
+                    -0.065, -0.103)
+    target = auroc_target("10 % atrophy", g, 0.9)
+    assert target.met is False
+    assert target.note == ("short by 0.037; 95 % interval 0.75–0.98; mean volume -6.5 % "
+                           "(true -10.3 %)")
+    assert auroc_target("10 % atrophy", None, 0.9).met is None
+
+
 # --- the report pipeline ------------------------------------------------------------------------
 class _OracleEngine:
     """Stands in for a segmenter: returns the subunits of a known label map (resampled onto

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..labels import SUBUNIT_IDS, SUBUNIT_NAMES
-from .metrics import auroc, coefficient_of_variation, ranksum_p
+from .metrics import auroc, auroc_interval, coefficient_of_variation, ranksum_p
 
 ROW_NAMES = {**SUBUNIT_NAMES, 811: "whole left", 812: "whole right", 813: "whole"}
 SHORT_NAMES = {i: SUBUNIT_NAMES[i].replace("hypothalamus_", "").replace("_", " ")
@@ -202,9 +202,9 @@ def target_rows(records: list[dict], groups: list[GroupResult]) -> list[Target]:
         targets.append(Target("synthetic non-T1 within 0.05 of T1-like", "≤ 0.05", None, None))
     for prefix, goal in (("T1-like", 0.9), ("FLAIR-like 5", 0.8)):
         g = find_group(groups, prefix, 0.10)
-        targets.append(at_least(f"10 % atrophy, {prefix.strip()}{' mm' if '5' in prefix else ''}"
-                                 f": AUROC (whole, n = {g.n_controls if g else '?'} per group)",
-                                 g.auroc if g else None, goal))
+        targets.append(auroc_target(f"10 % atrophy, {prefix.strip()}"
+                                    f"{' mm' if '5' in prefix else ''}: AUROC (whole, n = "
+                                    f"{g.n_controls if g else '?'} per group)", g, goal))
     teacher_off = grid_dice(records, "teacher", exclude_contrast="T1")
     same_images = {r["acq"] for r in records if r["kind"] == "grid"
                    and r["engine"] == "teacher" and r["contrast"] != "T1"}
@@ -219,6 +219,18 @@ def target_rows(records: list[dict], groups: list[GroupResult]) -> list[Target]:
         targets.append(Target("teacher clearly worse off-contrast", "≥ 0.10", None, None,
                               "teacher not run"))
     return targets
+
+
+def auroc_target(what: str, g: GroupResult | None, goal: float) -> Target:
+    """An atrophy AUROC target, its note giving the AUROC's approximate 95 % interval and the
+    measured against the true change of the mean volume."""
+    target = at_least(what, g.auroc if g else None, goal)
+    if g is not None and np.isfinite(g.auroc):
+        lo, hi = auroc_interval(g.auroc, g.n_controls, g.n_patients)
+        extra = (f"95 % interval {lo:.2f}–{hi:.2f}; mean volume {g.change * 100:+.1f} % "
+                 f"(true {g.change_truth * 100:+.1f} %)")
+        target.note = f"{target.note}; {extra}" if target.note else extra
+    return target
 
 
 def at_least(what: str, value: float | None, goal: float) -> Target:

@@ -20,6 +20,7 @@ from .tables import (
     GroupResult,
     Target,
     at_least,
+    auroc_target,
     find_group,
     fmt,
     md_table,
@@ -69,9 +70,8 @@ def target_rows(records: list[dict], groups: list[GroupResult],
     for prefix, goal, name in (("T1-like", 0.9, "T1-like 1 mm"),
                                ("FLAIR-like 5", 0.8, "FLAIR-like 5 mm")):
         g = find_group(groups, prefix, 0.10)
-        rows.append(at_least(f"10 % atrophy, {name}: AUROC (n = "
-                              f"{g.n_controls if g else '?'} per group)",
-                              g.auroc if g else None, goal))
+        rows.append(auroc_target(f"10 % atrophy, {name}: AUROC (n = "
+                                 f"{g.n_controls if g else '?'} per group)", g, goal))
     plausible = set(real_pairs(records, "hsynex", 813, plausible_only=True)[0])
     real = [r for r in records if r["kind"] == "real" and r.get("variant") == "hsynex"
             and "dice" in r and (r["subject"] in plausible or "teacher" not in r["reference"])]
