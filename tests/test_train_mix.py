@@ -43,7 +43,12 @@ def test_mix_is_the_weighted_mean(tmp_path, two_folders):
     settings = json.loads((out / "model.json").read_text())
     assert settings["networks"]["stage1"]["checkpoint"] == f"weight mix: 3 x {a} + 1 x {b}"
     assert "checkpoint" not in settings["networks"]["localiser"]
-    assert not list(out.glob(".*tmp*"))
+    assert not list(tmp_path.glob(".tmp-*"))
+    # an existing folder is never written into
+    with pytest.raises(HsynexError, match="exists already"):
+        mix_networks([a, b], [1, 1], out)
+    with pytest.raises(HsynexError, match="exists already"):
+        mix_networks([a, b], [1, 1], a)
 
 
 def test_bad_mixes_are_user_errors(tmp_path, two_folders):
@@ -57,6 +62,7 @@ def test_bad_mixes_are_user_errors(tmp_path, two_folders):
         mix_networks([a, b], [1.0, 1.0], tmp_path / "out")
     with pytest.raises(HsynexError, match="not a model folder"):
         mix_networks([tmp_path, a], [1.0, 1.0], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # no partial output
 
 
 def test_command(tmp_path, two_folders, capsys):

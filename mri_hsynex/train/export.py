@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,43 +65,46 @@ def averaged_model(paths: list[Path], weights: list[float] | None = None):
 
 def mix_networks(model_dirs: list[str | Path], weights: list[float],
                  out_dir: str | Path) -> list[Path]:
-    """A model folder whose networks are the weighted mean of the same networks in
+    """A new model folder whose networks are the weighted mean of the same networks in
     ``model_dirs`` (e.g. the shipped ones and a run fine-tuned from them: a mix can keep part of
     what each measures well). The first folder's ``model.json`` is kept, with the mix recorded
-    as each network's checkpoint. Written through temporary names."""
+    as each network's checkpoint. ``out_dir`` must not exist yet (no model folder is
+    overwritten); it is built under a temporary name and renamed when complete."""
     dirs, out = [Path(d) for d in model_dirs], Path(out_dir)
     if len(dirs) < 2 or len(weights) != len(dirs):
         raise HsynexError(f"need two or more model folders, one weight each ({len(dirs)} "
                           f"folders, {len(weights)} weights)")
+    if out.exists():
+        raise HsynexError("output folder exists already (give a new one: nothing is "
+                          "overwritten)", out)
     settings_path = dirs[0] / MODEL_SETTINGS_FILE
     try:
         settings = json.loads(settings_path.read_text())
         networks = settings["networks"]
     except (OSError, ValueError, KeyError) as err:
         raise HsynexError(f"not a model folder ({err})", settings_path) from None
-    out.mkdir(parents=True, exist_ok=True)
+    sources = {name: [d / info["file"] for d in dirs] for name, info in networks.items()}
+    missing = [p for paths in sources.values() for p in paths if not p.is_file()]
+    if missing:
+        raise HsynexError("network file not found", missing[0])
     recipe = " + ".join(f"{w:g} x {d}" for w, d in zip(weights, dirs))
-    written = []
-    for info in networks.values():
-        paths = [d / info["file"] for d in dirs]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise HsynexError("network file not found", missing[0])
-        if all(p.read_bytes() == paths[0].read_bytes() for p in paths[1:]):
-            mixed = None  # the same network everywhere (e.g. the localiser): copied
-        else:
-            mixed = averaged_model(paths, weights)
-            info["checkpoint"] = f"weight mix: {recipe}"
-        target = out / info["file"]
-        if mixed is None:
-            with atomic_path(target) as tmp:
-                Path(tmp).write_bytes(paths[0].read_bytes())
-        else:
-            _save_network(mixed, target)
-        written.append(target)
-    with atomic_path(out / MODEL_SETTINGS_FILE) as tmp:
-        Path(tmp).write_text(json.dumps(settings, indent=1))
-    return written
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name, paths in sources.items():
+            target = tmp / networks[name]["file"]
+            if all(p.read_bytes() == paths[0].read_bytes() for p in paths[1:]):
+                shutil.copyfile(paths[0], target)  # the same network everywhere: copied
+            else:
+                averaged_model(paths, weights).save(target)
+                networks[name]["checkpoint"] = f"weight mix: {recipe}"
+        (tmp / MODEL_SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out / networks[name]["file"] for name in sources]
+
 
 
 def export_run(run_dir: str | Path, model_dir: str | Path, checkpoint: str = "best.keras",
