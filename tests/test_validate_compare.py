@@ -49,6 +49,14 @@ def test_targets_file_round_trip(tmp_path):
     assert loaded["targets"][3]["value"] is None  # NaN is written as null (valid JSON)
 
 
+def test_numpy_values_are_written_as_json(tmp_path):
+    import numpy as np
+
+    record = _record([("AUROC", "≥ 0.9", np.float64(0.91), np.bool_(True))])
+    compare.write_targets(tmp_path / "t.json", record)
+    assert compare.load_targets(tmp_path / "t.json")["targets"][0]["met"] is True
+
+
 def test_bad_targets_files_are_user_errors(tmp_path):
     with pytest.raises(HsynexError, match="no such file"):
         compare.load_targets(tmp_path)

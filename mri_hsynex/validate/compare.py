@@ -31,7 +31,8 @@ def targets_record(groups: dict[int, list[Target]], networks: str, mode: str,
     return {
         "format": FORMAT, "generated": generated, "mode": mode, "networks": networks,
         "targets": [{"issue": issue, "what": t.what, "goal": t.goal,
-                     "value": _finite(t.value), "met": t.met, "note": t.note}
+                     "value": _finite(t.value), "met": None if t.met is None else bool(t.met),
+                     "note": t.note}
                     for issue, rows in groups.items() for t in rows],
     }
 
