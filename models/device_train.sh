@@ -14,6 +14,10 @@
 #              any checkpoint (models/MODEL_CARD.md, "Continue training"); cat last.keras.part-*
 #              > runs/gpu/last.keras with state.json beside it resumes the run on this CPU.
 #
+# Default: models/train_cascade_gpu.json from the shipped networks (run k's recipe with pairs in
+# half the steps and the outer resize kind; its notes say why). Run q's route instead:
+# CONFIG=models/train_cascade_pairs_q.json INIT=models/training_checkpoints/cascade_pairs_q21.
+#
 # It trains CONFIG from INIT (or resumes RUN when RUN holds a state.json) for MINUTES of wall
 # clock, then copies what a later session needs into $OUT (when set): state.json, logs.tar.gz
 # (train log, validation curve, config), last.keras in 15 MB parts (cat them; it holds the
@@ -25,7 +29,7 @@ set -euo pipefail
 BUNDLE=${BUNDLE:-build/gpu}
 RUN=${RUN:-runs/gpu}
 CONFIG=${CONFIG:-models/train_cascade_gpu.json}
-INIT=${INIT:-models/training_checkpoints/cascade_pairs_q21}
+INIT=${INIT:-models}
 MINUTES=${MINUTES:-7}
 KEEP=${KEEP:-3}
 PY=${PYTHON:-python3}
