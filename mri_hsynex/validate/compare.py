@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli.common import run
 from ..errors import HsynexError
 from .tables import Target, fmt, md_table
 
@@ -121,21 +122,23 @@ def _moved(a: dict | None, b: dict | None) -> str:
     return {True: "**now met**", False: "**now missed**", None: "not measured now"}[b["met"]]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mri_hsynex.validate.compare",
         description="Print a before / after table of the targets of two `mri_hsynex validate` "
                     "runs (their report folders or targets.json files).")
     parser.add_argument("before", help="the earlier run: folder or targets.json")
     parser.add_argument("after", help="the later run: folder or targets.json")
-    args = parser.parse_args(argv)
-    try:
-        before, after = load_targets(args.before), load_targets(args.after)
-    except HsynexError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 1
-    print(comparison_table(before, after))
+    return parser
+
+
+def _work(args: argparse.Namespace) -> int:
+    print(comparison_table(load_targets(args.before), load_targets(args.after)))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser, _work, argv)  # the commands' help / ERROR line / exit statuses
 
 
 if __name__ == "__main__":
