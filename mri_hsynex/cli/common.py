@@ -48,6 +48,17 @@ def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors(work: Callable[[], object]) -> int:
+    """Run ``work()``: 0, or 1 with one ``ERROR:`` line on stderr for a user error
+    (``HsynexError``). For the small developer tools that take positional words, not flags."""
+    try:
+        work()
+    except HsynexError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(build_parser: Callable[[], argparse.ArgumentParser],
         work: Callable[[argparse.Namespace], int | None],
         argv: Sequence[str] | None) -> int:

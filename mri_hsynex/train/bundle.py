@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from ..cli.common import user_errors
 from ..constants import MODEL_SETTINGS_FILE
 from ..errors import HsynexError
 from ..labels import SUBUNIT_IDS
@@ -66,17 +67,16 @@ def main(argv: list[str] | None = None) -> int:
             or (args[:1] == ["pack"] and len(args) in (3, 4))):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    try:
-        if args[0] == "maps":
-            copies = copy_subunit_maps(args[1], args[2])
-            print(f"copied {len(copies)} label maps into {args[2]}")
-        else:
-            for path in pack_networks(args[1], args[2], *(int(k) for k in args[3:])):
-                print(f"packed {path}")
-    except HsynexError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return user_errors(lambda: _bundle(args))
+
+
+def _bundle(args: list[str]) -> None:
+    if args[0] == "maps":
+        copies = copy_subunit_maps(args[1], args[2])
+        print(f"copied {len(copies)} label maps into {args[2]}")
+    else:
+        for path in pack_networks(args[1], args[2], *(int(k) for k in args[3:])):
+            print(f"packed {path}")
 
 
 if __name__ == "__main__":

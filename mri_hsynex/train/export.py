@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..cli.common import user_errors
 from ..constants import MODEL_SETTINGS_FILE
 from ..errors import HsynexError
 from ..io import atomic_path
@@ -179,20 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] != ["mix"] or len(args) < 4:
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    return user_errors(lambda: _mix(args[1], args[2:]))
+
+
+def _mix(out: str, folders: list[str]) -> None:
+    parts = [a.rsplit(":", 1) for a in folders]
+    if any(len(p) != 2 for p in parts):
+        raise HsynexError("each model folder needs its weight: DIR:WEIGHT")
     try:
-        parts = [a.rsplit(":", 1) for a in args[2:]]
-        if any(len(p) != 2 for p in parts):
-            raise HsynexError("each model folder needs its weight: DIR:WEIGHT")
-        try:
-            weights = [float(w) for _, w in parts]
-        except ValueError:
-            raise HsynexError(f"weights must be numbers: {args[2:]}") from None
-        for path in mix_networks([d for d, _ in parts], weights, args[1]):
-            print(f"wrote {path}")
-    except HsynexError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 1
-    return 0
+        weights = [float(w) for _, w in parts]
+    except ValueError:
+        raise HsynexError(f"weights must be numbers: {folders}") from None
+    for path in mix_networks([d for d, _ in parts], weights, out):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
