@@ -202,7 +202,7 @@ def run_validation(opts: Options, engines: dict | None = None) -> Path:
         text, name = render(records, opts, run), "validation.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     if not opts.sensitivity_only:
-        compare.write_targets(out_dir / compare.TARGETS_FILE, _targets_record(records, opts, run))
+        compare.write_targets(out_dir / compare.TARGETS_FILE, run["targets_record"])
     path = out_dir / name
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text)
@@ -340,11 +340,10 @@ def target_lists(records: list[dict], groups: list[tables.GroupResult],
             8: tables.target_rows(volume_report.without_failed_reference(records), groups)}
 
 
-def _targets_record(records: list[dict], opts: Options, run: dict) -> dict:
-    return compare.targets_record(
-        target_lists(records, tables.group_results(records), run),
-        _model_summary(opts.model_dir), "quick" if opts.quick else "full",
-        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+def _targets_record(by_issue: dict[int, list[tables.Target]], opts: Options) -> dict:
+    return compare.targets_record(by_issue, _model_summary(opts.model_dir),
+                                  "quick" if opts.quick else "full",
+                                  time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 
 def render(records: list[dict], opts: Options, run: dict) -> str:
@@ -352,9 +351,10 @@ def render(records: list[dict], opts: Options, run: dict) -> str:
     groups = tables.group_results(records)
     by_issue = target_lists(records, groups, run)
     targets13, targets = by_issue[13], by_issue[8]
+    run["targets_record"] = _targets_record(by_issue, opts)  # also written as targets.json
     versus = ""
     if run.get("before") is not None:
-        versus = compare.comparison_section(run["before"], _targets_record(records, opts, run),
+        versus = compare.comparison_section(run["before"], run["targets_record"],
                                             str(opts.compare))
     parts = [
         _header(opts, run),
